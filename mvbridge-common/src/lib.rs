@@ -1,0 +1,18 @@
+//! Types and packet logic shared by the eBPF programs and the loader.
+//!
+//! Everything here is `no_std` and free of kernel helpers so that the host
+//! can unit-test the exact decision code the programs run: the eBPF crate
+//! only adapts `TcContext` to [`frame::Frame`] and [`decide::Tables`] and
+//! carries out the returned [`decide::Verdict`].
+#![no_std]
+
+pub mod decide;
+pub mod frame;
+pub mod maps;
+pub mod parse;
+pub mod stats;
+#[cfg(test)]
+mod testing;
+
+#[cfg(test)]
+extern crate std;

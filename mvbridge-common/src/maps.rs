@@ -1,0 +1,77 @@
+//! Layout of the maps the loader fills and the programs read.
+//!
+//! Values are `#[repr(C)]`, `Copy`, with explicit padding and no `bool`,
+//! `Option` or enums, so both sides agree on every byte.
+
+/// An Ethernet address.
+pub type Mac = [u8; 6];
+
+/// An IPv4 address in network byte order, as it sits in the packet.
+pub type Ipv4Key = [u8; 4];
+
+/// An IPv6 address in network byte order.
+pub type Ipv6Key = [u8; 16];
+
+/// `Endpoint::kind` of one of the host's own addresses (reached on the uplink).
+pub const ENDPOINT_HOST: u8 = 1;
+/// `Endpoint::kind` of a VM's address (reached on its macvtap).
+pub const ENDPOINT_VM: u8 = 2;
+
+/// Where one local address lives: the link that delivers to it and the MAC
+/// frames for it must carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The uplink for host addresses, the VM's macvtap for VM addresses.
+    pub ifindex: u32,
+    pub mac: Mac,
+    /// `ENDPOINT_HOST` or `ENDPOINT_VM`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// Index of the VM in the per-VM counters; unused for the host.
+    pub vm: u32,
+}
+
+/// Settings that apply to every program; slot 0 of [`MAP_SETTINGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub uplink_ifindex: u32,
+    pub uplink_mac: Mac,
+    pub shim_mac: Mac,
+    pub shim_ifindex: u32,
+}
+
+/// Packets and bytes, summed over CPUs by the reader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Capacity of the address tables: 10,000 VMs with a few addresses each.
+pub const MAX_ENDPOINTS: u32 = 65_536;
+
+pub const MAP_SETTINGS: &str = "MVB_SETTINGS";
+pub const MAP_LOCAL4: &str = "MVB_LOCAL4";
+pub const MAP_PATHS: &str = "MVB_PATHS";
+pub const MAP_DROPS: &str = "MVB_DROPS";
+
+/// Program names as the kernel shows them (at most 15 bytes).
+pub const PROG_UPLINK: &str = "mvb_uplink";
+pub const PROG_VM: &str = "mvb_vm";
+pub const PROG_SHIM: &str = "mvb_shim";
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are `repr(C)`, `Copy`, have no implicit padding
+    // (checked by the size asserts below) and every bit pattern is valid.
+    unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::Counter {}
+}
+
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 16);
+const _: () = assert!(core::mem::size_of::<Settings>() == 20);
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);

@@ -1,0 +1,134 @@
+//! What the programs count: steered traffic per path and protocol, and the
+//! one shared list of drop reasons shown by `mvbridge status`.
+
+/// Who talks to whom on a steered frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Path {
+    /// Sent by the host's stack (itself or NAT'd on behalf of a private VM).
+    HostToVm = 0,
+    /// Sent by a VM to one of the host's addresses.
+    VmToHost = 1,
+    /// Sent by a VM to another local VM that would otherwise hairpin.
+    VmToVm = 2,
+}
+
+impl Path {
+    pub const ALL: [Path; 3] = [Path::HostToVm, Path::VmToHost, Path::VmToVm];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Path::HostToVm => "host->vm",
+            Path::VmToHost => "vm->host",
+            Path::VmToVm => "vm->vm",
+        }
+    }
+}
+
+/// The protocol of a steered frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Proto {
+    Arp = 0,
+    Ipv4 = 1,
+    Nd = 2,
+    Ipv6 = 3,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 4] = [Proto::Arp, Proto::Ipv4, Proto::Nd, Proto::Ipv6];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Proto::Arp => "arp",
+            Proto::Ipv4 => "ipv4",
+            Proto::Nd => "nd",
+            Proto::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// Slots in the per-path counter array.
+pub const PATH_SLOTS: u32 = (Path::ALL.len() * Proto::ALL.len()) as u32;
+
+/// The counter slot of one path and protocol.
+pub const fn path_slot(path: Path, proto: Proto) -> u32 {
+    path as u32 * Proto::ALL.len() as u32 + proto as u32
+}
+
+/// Why a program dropped a frame. One list for every program, counted per
+/// CPU in [`crate::maps::MAP_DROPS`] at the reason's index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DropReason {
+    /// A VM addressed the host's MAC with a destination that is not one of
+    /// the host's addresses: the host would route it, e.g. into its private
+    /// networks. A real wire would not deliver that either.
+    NotForHost = 0,
+    /// The shim tried to transmit. Its MAC must never reach the wire, so
+    /// nothing it sends gets past its egress hook.
+    ShimTransmit = 1,
+    /// A VM sent a frame to the host's MAC whose ARP or IPv4 header is
+    /// broken; passing it would put it on the wire addressed to the host.
+    Malformed = 2,
+    /// The kernel refused to rewrite the destination MAC of a frame we were
+    /// about to steer (e.g. it could not make the skb writable).
+    RewriteFailed = 3,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::NotForHost,
+        DropReason::ShimTransmit,
+        DropReason::Malformed,
+        DropReason::RewriteFailed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::NotForHost => "not-for-host",
+            DropReason::ShimTransmit => "shim-transmit",
+            DropReason::Malformed => "malformed",
+            DropReason::RewriteFailed => "rewrite-failed",
+        }
+    }
+
+    pub const fn describe(self) -> &'static str {
+        match self {
+            DropReason::NotForHost => {
+                "VM frame to the host's MAC for an address the host does not own"
+            }
+            DropReason::ShimTransmit => "frame sent by the shim (kept off the wire)",
+            DropReason::Malformed => "VM frame to the host's MAC with a broken ARP/IPv4 header",
+            DropReason::RewriteFailed => "the kernel refused to rewrite a steered frame",
+        }
+    }
+}
+
+/// Slots in the drop counter array.
+pub const DROP_SLOTS: u32 = DropReason::ALL.len() as u32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_slots_are_distinct_and_in_range() {
+        let mut seen = [false; PATH_SLOTS as usize];
+        for path in Path::ALL {
+            for proto in Proto::ALL {
+                let slot = path_slot(path, proto) as usize;
+                assert!(!seen[slot], "slot {slot} used twice");
+                seen[slot] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn drop_reasons_index_their_own_slot() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{} out of place", reason.name());
+        }
+    }
+}

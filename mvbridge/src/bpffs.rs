@@ -1,0 +1,138 @@
+//! The pin directory on bpffs: where maps and links outlive the daemon.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const STANDARD_MOUNT: &str = "/sys/fs/bpf";
+const KERNEL_PRELOADED: [&str; 2] = ["maps.debug", "progs.debug"];
+
+/// The pin paths under the configured directory.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    pub dir: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(dir: &Path) -> PinDir {
+        PinDir {
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Pin of the TCX link on one hook, named after the interface.
+    pub fn link(&self, ifname: &str) -> PathBuf {
+        self.dir.join(format!("link_{ifname}"))
+    }
+
+    /// Every pin currently in the directory (empty if it does not exist).
+    /// The iterators the kernel preloads at the root of each bpffs mount
+    /// are not ours and are skipped.
+    pub fn entries(&self) -> io::Result<Vec<PathBuf>> {
+        match std::fs::read_dir(&self.dir) {
+            Ok(rd) => {
+                let mut out = Vec::new();
+                for e in rd {
+                    let path = e?.path();
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if !KERNEL_PRELOADED.contains(&name) {
+                        out.push(path);
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+pub fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: `c` is a valid C string; `st` is written by the kernel.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn mount_bpffs(at: &Path) -> io::Result<()> {
+    let target = CString::new(at.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    let fstype = c"bpf";
+    // SAFETY: all pointers are valid C strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What `ensure` had to do, so a failed set-up can undo it.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub created_dirs: Vec<PathBuf>,
+    pub mounted: Option<PathBuf>,
+}
+
+/// Makes `dir` a directory on bpffs, mounting bpffs where needed: at the
+/// standard place when `dir` lives under it (as systemd would), otherwise on
+/// `dir` itself.
+pub fn ensure(dir: &Path) -> io::Result<Prepared> {
+    let mut prepared = Prepared::default();
+    if dir.exists() && is_bpffs(dir)? {
+        return Ok(prepared);
+    }
+    let standard = Path::new(STANDARD_MOUNT);
+    if dir.starts_with(standard) && standard.is_dir() && !is_bpffs(standard)? {
+        mount_bpffs(standard)?;
+        prepared.mounted = Some(standard.to_owned());
+    }
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.exists() {
+        missing.push(p.to_owned());
+        p = p
+            .parent()
+            .ok_or_else(|| io::Error::other("no existing parent directory"))?;
+    }
+    for d in missing.iter().rev() {
+        std::fs::create_dir(d)?;
+        prepared.created_dirs.push(d.clone());
+    }
+    if !is_bpffs(dir)? {
+        mount_bpffs(dir)?;
+        prepared.mounted = Some(dir.to_owned());
+    }
+    Ok(prepared)
+}
+
+/// Undoes `ensure` (only what it did).
+pub fn undo(prepared: &Prepared) {
+    if let Some(at) = &prepared.mounted
+        && let Ok(c) = CString::new(at.as_os_str().as_bytes())
+    {
+        // SAFETY: valid C string; failure only leaves the mount in place.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    for d in prepared.created_dirs.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}

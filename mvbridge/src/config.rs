@@ -1,0 +1,461 @@
+//! The configuration file: parsing and every check that can be made
+//! without touching the kernel.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/mvbridge";
+pub const DEFAULT_SHIM: &str = "mvb0";
+
+/// A configuration that parsed and passed every static check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub uplink: String,
+    pub bpffs: PathBuf,
+    /// The host's addresses; `None` means "read them from the uplink".
+    pub host_addresses: Option<Vec<Ipv4Addr>>,
+    pub shim: Shim,
+    pub vms: Vec<Vm>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shim {
+    pub name: String,
+    pub mac: Option<MacAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vm {
+    pub name: String,
+    pub interface: String,
+    /// True: mvbridge creates the macvtap; false: it adopts an existing one.
+    pub create: bool,
+    pub mac: Option<MacAddr>,
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+/// An Ethernet address as written in the config (`52:54:00:12:34:56`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "{s:?} is not a MAC address (want six hex bytes like 52:54:00:12:34:56)"
+            ));
+        }
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(&parts) {
+            if part.len() != 2 {
+                return Err(format!(
+                    "{s:?} is not a MAC address (each byte takes two hex digits)"
+                ));
+            }
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("{s:?} is not a MAC address ({part:?} is not hex)"))?;
+        }
+        if mac[0] & 1 == 1 {
+            return Err(format!(
+                "{s} is a multicast MAC address; a NIC needs a unicast one"
+            ));
+        }
+        if mac == [0; 6] {
+            return Err("00:00:00:00:00:00 is not a usable MAC address".into());
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+/// Why a configuration was rejected. Each message names the offending
+/// field so the admin can fix it without reading code.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} does not parse: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    uplink: String,
+    bpffs: Option<PathBuf>,
+    host_addresses: Option<Vec<String>>,
+    shim: Option<RawShim>,
+    #[serde(default)]
+    vm: Vec<RawVm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShim {
+    name: Option<String>,
+    mac: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    name: String,
+    interface: String,
+    #[serde(default)]
+    create: bool,
+    mac: Option<String>,
+    addresses: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            Problem::Syntax(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            Problem::Meaning(message) => ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            },
+        })
+    }
+
+    /// Parses and checks a config held in memory.
+    pub fn parse(text: &str) -> Result<Config, Problem> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| Problem::Syntax(e.to_string().trim().to_owned()))?;
+        raw.check().map_err(Problem::Meaning)
+    }
+}
+
+/// A config that could not be read as TOML, or that TOML accepted but that
+/// makes no sense.
+#[derive(Debug)]
+pub enum Problem {
+    Syntax(String),
+    Meaning(String),
+}
+
+impl RawConfig {
+    fn check(self) -> Result<Config, String> {
+        check_ifname("uplink", &self.uplink)?;
+        let bpffs = self.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS));
+        if !bpffs.is_absolute() {
+            return Err(format!("bpffs = {bpffs:?} must be an absolute path"));
+        }
+        let host_addresses = match self.host_addresses {
+            Some(list) => {
+                let mut out = Vec::new();
+                for a in &list {
+                    out.push(parse_address("host_addresses", a)?);
+                }
+                Some(out)
+            }
+            None => None,
+        };
+        let shim = self.shim.unwrap_or(RawShim {
+            name: None,
+            mac: None,
+        });
+        let shim = Shim {
+            name: shim.name.unwrap_or_else(|| DEFAULT_SHIM.to_owned()),
+            mac: shim
+                .mac
+                .map(|m| m.parse().map_err(|e| format!("[shim] mac: {e}")))
+                .transpose()?,
+        };
+        check_ifname("[shim] name", &shim.name)?;
+        if shim.name == self.uplink {
+            return Err(format!("[shim] name {:?} is the uplink's name", shim.name));
+        }
+
+        let mut vms = Vec::new();
+        for raw in self.vm {
+            vms.push(raw.check()?);
+        }
+        let config = Config {
+            uplink: self.uplink,
+            bpffs,
+            host_addresses,
+            shim,
+            vms,
+        };
+        check_unique(&config)?;
+        Ok(config)
+    }
+}
+
+impl RawVm {
+    fn check(self) -> Result<Vm, String> {
+        let at = format!("[[vm]] {:?}", self.name);
+        if self.name.trim().is_empty() {
+            return Err("[[vm]] name must not be empty".into());
+        }
+        check_ifname(&format!("{at} interface"), &self.interface)?;
+        let mac = self
+            .mac
+            .map(|m| m.parse::<MacAddr>().map_err(|e| format!("{at} mac: {e}")))
+            .transpose()?;
+        if self.create && mac.is_none() {
+            return Err(format!(
+                "{at} has create = true but no mac: the guest's MAC must be known to create its macvtap"
+            ));
+        }
+        if self.addresses.is_empty() {
+            return Err(format!("{at} has no addresses"));
+        }
+        let mut addresses = Vec::new();
+        for a in &self.addresses {
+            addresses.push(parse_address(&format!("{at} addresses"), a)?);
+        }
+        Ok(Vm {
+            name: self.name,
+            interface: self.interface,
+            create: self.create,
+            mac,
+            addresses,
+        })
+    }
+}
+
+fn check_ifname(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} = {name:?} is not a valid interface name (1-15 bytes, no '/', ':' or spaces)"
+        ))
+    }
+}
+
+fn parse_address(what: &str, text: &str) -> Result<Ipv4Addr, String> {
+    let ip: IpAddr = text.parse().map_err(|_| {
+        if text.contains('/') {
+            format!("{what}: {text:?} has a prefix length; give the bare address")
+        } else {
+            format!("{what}: {text:?} is not an IP address")
+        }
+    })?;
+    let IpAddr::V4(v4) = ip else {
+        return Err(format!(
+            "{what}: {text} is an IPv6 address; only IPv4 is supported by this version"
+        ));
+    };
+    if v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_broadcast() {
+        return Err(format!(
+            "{what}: {v4} is not a unicast address a host or VM can own"
+        ));
+    }
+    Ok(v4)
+}
+
+fn check_unique(config: &Config) -> Result<(), String> {
+    let mut names = HashMap::new();
+    let mut interfaces = HashMap::new();
+    let mut macs = HashMap::new();
+    let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
+    for addr in config.host_addresses.iter().flatten() {
+        if owners.insert(*addr, "the host".into()).is_some() {
+            return Err(format!("host_addresses lists {addr} twice"));
+        }
+    }
+    for vm in &config.vms {
+        if names.insert(vm.name.as_str(), ()).is_some() {
+            return Err(format!("two [[vm]] entries are named {:?}", vm.name));
+        }
+        for other in [&config.uplink, &config.shim.name] {
+            if &vm.interface == other {
+                return Err(format!(
+                    "[[vm]] {:?} interface {:?} is the uplink or the shim",
+                    vm.name, vm.interface
+                ));
+            }
+        }
+        if let Some(prev) = interfaces.insert(vm.interface.as_str(), vm.name.as_str()) {
+            return Err(format!(
+                "[[vm]] {:?} and {:?} both use interface {:?}",
+                prev, vm.name, vm.interface
+            ));
+        }
+        if let Some(mac) = vm.mac {
+            if Some(mac) == config.shim.mac {
+                return Err(format!("[[vm]] {:?} uses the shim's MAC {mac}", vm.name));
+            }
+            if let Some(prev) = macs.insert(mac, vm.name.as_str()) {
+                return Err(format!(
+                    "[[vm]] {:?} and {:?} both use MAC {mac}",
+                    prev, vm.name
+                ));
+            }
+        }
+        for addr in &vm.addresses {
+            let me = format!("[[vm]] {:?}", vm.name);
+            if let Some(prev) = owners.insert(*addr, me.clone()) {
+                return Err(if prev == me {
+                    format!("{me} lists {addr} twice")
+                } else {
+                    format!("{addr} is claimed by both {prev} and {me}")
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+uplink = "enp9s0"
+bpffs = "/sys/fs/bpf/mvbridge"
+[shim]
+name = "mvb0"
+[[vm]]
+name = "bbb"
+interface = "macvtap0"
+addresses = ["203.0.113.161"]
+[[vm]]
+name = "web"
+interface = "mvt-web"
+create = true
+mac = "52:54:00:12:34:56"
+addresses = ["203.0.113.162"]
+"#;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(Problem::Syntax(m) | Problem::Meaning(m)) => m,
+        }
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = Config::parse(SEED).unwrap();
+        assert_eq!(c.uplink, "enp9s0");
+        assert_eq!(c.shim.name, "mvb0");
+        assert_eq!(c.vms.len(), 2);
+        assert!(!c.vms[0].create);
+        assert_eq!(
+            c.vms[1].mac,
+            Some(MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]))
+        );
+        assert_eq!(c.vms[1].addresses, vec![Ipv4Addr::new(203, 0, 113, 162)]);
+        assert_eq!(c.host_addresses, None);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::parse("uplink = \"eth0\"\n").unwrap();
+        assert_eq!(c.bpffs, PathBuf::from(DEFAULT_BPFFS));
+        assert_eq!(c.shim.name, DEFAULT_SHIM);
+        assert!(c.vms.is_empty());
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let cases: &[(&str, &str)] = &[
+            ("uplink = ", "does not parse"),
+            ("uplink = \"eth0\"\nfoo = 1\n", "unknown field `foo`"),
+            ("uplink = \"a/b\"\n", "not a valid interface name"),
+            ("uplink = \"eth0\"\nbpffs = \"rel\"\n", "absolute"),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"1.2.3\"]\n",
+                "\"1.2.3\" is not an IP address",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"203.0.113.5/26\"]\n",
+                "prefix length",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"224.0.0.1\"]\n",
+                "not a unicast address",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\ncreate = true\naddresses = [\"203.0.113.5\"]\n",
+                "no mac",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\nmac = \"52:54:00:zz:00:01\"\naddresses = [\"203.0.113.5\"]\n",
+                "is not hex",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\nmac = \"01:00:5e:00:00:01\"\naddresses = [\"203.0.113.5\"]\n",
+                "multicast MAC",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"203.0.113.5\"]\n[[vm]]\nname = \"b\"\ninterface = \"t1\"\naddresses = [\"203.0.113.5\"]\n",
+                "203.0.113.5 is claimed by both [[vm]] \"a\" and [[vm]] \"b\"",
+            ),
+            (
+                "uplink = \"eth0\"\nhost_addresses = [\"203.0.113.5\"]\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"203.0.113.5\"]\n",
+                "claimed by both the host",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"203.0.113.5\"]\n[[vm]]\nname = \"a\"\ninterface = \"t1\"\naddresses = [\"203.0.113.6\"]\n",
+                "two [[vm]] entries are named \"a\"",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"203.0.113.5\"]\n[[vm]]\nname = \"b\"\ninterface = \"t0\"\naddresses = [\"203.0.113.6\"]\n",
+                "both use interface \"t0\"",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\nmac = \"52:54:00:00:00:01\"\naddresses = [\"203.0.113.5\"]\n[[vm]]\nname = \"b\"\ninterface = \"t1\"\nmac = \"52:54:00:00:00:01\"\naddresses = [\"203.0.113.6\"]\n",
+                "both use MAC 52:54:00:00:00:01",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"eth0\"\naddresses = [\"203.0.113.5\"]\n",
+                "is the uplink or the shim",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = []\n",
+                "has no addresses",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(got.contains(want), "for {text:?}: {got:?} lacks {want:?}");
+        }
+    }
+}
