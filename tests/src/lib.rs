@@ -1,4 +1,14 @@
 //! The namespace lab: rebuilds the seed's hosting setup in network
-//! namespaces, plus the tools to drive and observe it.
+//! namespaces, plus the tools to drive and observe it. Used by the
+//! integration tests and by `cargo xtask demo`.
 
+pub mod bins;
+pub mod daemon;
+pub mod guest;
+pub mod lab;
+pub mod matrix;
+pub mod netns;
+pub mod sh;
 pub mod tap;
+pub mod traffic;
+pub mod wire;

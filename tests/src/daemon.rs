@@ -1,0 +1,147 @@
+//! Driving the real `mvbridge` binary inside the lab's host namespace.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bins;
+use crate::netns::Netns;
+
+/// `mvbridge run` as a child process; SIGTERM (and a wait) on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `mvbridge run -c config` in `host` and waits until the
+    /// datapath is attached (or the daemon gives up).
+    pub fn start(host: &Netns, config: &Path) -> Result<Daemon> {
+        let mut child = host
+            .command(bins::path("mvbridge")?.to_str().context("utf-8 path")?)?
+            .args(["run", "--config", &config.display().to_string()])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting mvbridge")?;
+        let stderr = child.stderr.take().context("mvbridge stderr")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("datapath attached") {
+                    let _ = tx.send(());
+                }
+                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut daemon = Daemon {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                return Ok(daemon);
+            }
+            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                std::thread::sleep(Duration::from_millis(50));
+                bail!("mvbridge exited ({status}) before attaching:\n{}", daemon.log());
+            }
+            if Instant::now() > deadline {
+                bail!("mvbridge did not attach within 20 s:\n{}", daemon.log());
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `signal` and waits for the daemon to exit; returns its status.
+    pub fn stop_with(&mut self, signal: i32) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("daemon already stopped")?;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                // Give the log reader a moment to catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("mvbridge did not exit within 10 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop_with(libc::SIGTERM);
+        }
+    }
+}
+
+/// Runs a one-shot `mvbridge` command (status, down, run that should fail)
+/// inside `host`.
+pub fn mvbridge(host: &Netns, args: &[&str]) -> Result<Output> {
+    host.command(bins::path("mvbridge")?.to_str().context("utf-8 path")?)?
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .context("running mvbridge")
+}
+
+/// `mvbridge status --json`, parsed, with the exit status.
+pub fn status(host: &Netns, config: &Path) -> Result<(bool, serde_json::Value)> {
+    let out = mvbridge(host, &["status", "--json", "--config", &config.display().to_string()])?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "status printed no JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((out.status.success(), json))
+}
+
+/// Packets counted on one path/protocol in a status report.
+pub fn path_packets(status: &serde_json::Value, path: &str, proto: &str) -> u64 {
+    status["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["path"] == path && p["proto"] == proto)
+        .filter_map(|p| p["packets"].as_u64())
+        .sum()
+}
+
+pub fn drops(status: &serde_json::Value, reason: &str) -> u64 {
+    status["drops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["reason"] == reason)
+        .filter_map(|d| d["count"].as_u64())
+        .sum()
+}
+
+pub fn config_arg(path: &PathBuf) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,103 @@
+//! The ping matrix of the seed's write-up: who reaches whom.
+
+use std::net::Ipv4Addr;
+
+use crate::lab::{HOST, INET, Lab, NAT_VM};
+use crate::netns::Netns;
+use crate::traffic::ping_retry;
+use crate::wire::Frame;
+
+/// One probe and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub from: String,
+    pub to: String,
+    pub ok: bool,
+}
+
+impl Lab {
+    /// The namespace and address of a named endpoint: "host", "natvm",
+    /// "inet" or a VM key.
+    pub fn endpoint(&self, name: &str) -> (&Netns, Ipv4Addr) {
+        match name {
+            "host" => (&self.host, HOST),
+            "natvm" => (&self.natvm, NAT_VM),
+            "inet" => (&self.inet, INET),
+            vm => (self.guest(vm), self.spec(vm).addr),
+        }
+    }
+
+    /// Pairs whose traffic is local to the host: host/NAT VM <-> VMs and
+    /// VM <-> VM. None of it may cross the uplink.
+    pub fn local_pairs(&self) -> Vec<(String, String)> {
+        let vms: Vec<String> = self.guests.iter().map(|g| g.key.to_string()).collect();
+        let mut pairs = Vec::new();
+        for vm in &vms {
+            pairs.push(("host".to_string(), vm.clone()));
+            pairs.push((vm.clone(), "host".to_string()));
+            pairs.push(("natvm".to_string(), vm.clone()));
+            for other in &vms {
+                if other != vm {
+                    pairs.push((vm.clone(), other.clone()));
+                }
+            }
+        }
+        pairs
+    }
+
+    /// Pairs that leave the host: everyone to the internet host.
+    pub fn internet_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = ["host", "natvm"]
+            .iter()
+            .map(|f| (f.to_string(), "inet".to_string()))
+            .collect();
+        for g in &self.guests {
+            pairs.push((g.key.to_string(), "inet".to_string()));
+        }
+        pairs
+    }
+
+    pub fn probe(&self, pairs: &[(String, String)]) -> Vec<Probe> {
+        pairs
+            .iter()
+            .map(|(from, to)| {
+                let (ns, _) = self.endpoint(from);
+                let (_, addr) = self.endpoint(to);
+                Probe {
+                    from: from.clone(),
+                    to: to.clone(),
+                    ok: ping_retry(ns, addr, 2),
+                }
+            })
+            .collect()
+    }
+
+    /// Frames on the wire that belong to local traffic: IPv4 between two
+    /// local addresses, ARP between two local addresses, or anything
+    /// carrying the shim's MAC.
+    pub fn local_frames<'a>(&self, frames: &'a [Frame], shim_mac: Option<[u8; 6]>) -> Vec<&'a Frame> {
+        let local = self.local_addresses();
+        frames
+            .iter()
+            .filter(|f| {
+                let ip_local = f
+                    .ipv4()
+                    .is_some_and(|(s, d)| local.contains(&s) && local.contains(&d));
+                let arp_local = f
+                    .arp()
+                    .is_some_and(|a| local.contains(&a.spa) && local.contains(&a.tpa));
+                let shim = shim_mac.is_some_and(|m| f.src == m || f.dst == m);
+                ip_local || arp_local || shim
+            })
+            .collect()
+    }
+}
+
+/// Renders probes as "from -> to: ok/FAIL" lines.
+pub fn render(probes: &[Probe]) -> String {
+    probes
+        .iter()
+        .map(|p| format!("{:>6} -> {:<6} {}", p.from, p.to, if p.ok { "ok" } else { "FAIL" }))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,184 @@
+//! Watching the uplink's wire: tcpdump on the gateway's end of the veth,
+//! so every frame counted really crossed the "cable".
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::Ipv4Addr;
+use std::process::{Child, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::Netns;
+
+pub type Mac = [u8; 6];
+
+/// One captured frame with the fields the tests look at.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub dst: Mac,
+    pub src: Mac,
+    pub ethertype: u16,
+    pub bytes: Vec<u8>,
+}
+
+/// An ARP packet, as seen on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arp {
+    pub oper: u16,
+    pub sha: Mac,
+    pub spa: Ipv4Addr,
+    pub tpa: Ipv4Addr,
+}
+
+impl Frame {
+    pub fn ipv4(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        if self.ethertype != 0x0800 || self.bytes.len() < 34 {
+            return None;
+        }
+        let b = &self.bytes;
+        Some((
+            Ipv4Addr::new(b[26], b[27], b[28], b[29]),
+            Ipv4Addr::new(b[30], b[31], b[32], b[33]),
+        ))
+    }
+
+    pub fn arp(&self) -> Option<Arp> {
+        if self.ethertype != 0x0806 || self.bytes.len() < 42 {
+            return None;
+        }
+        let b = &self.bytes;
+        Some(Arp {
+            oper: u16::from_be_bytes([b[20], b[21]]),
+            sha: b[22..28].try_into().ok()?,
+            spa: Ipv4Addr::new(b[28], b[29], b[30], b[31]),
+            tpa: Ipv4Addr::new(b[38], b[39], b[40], b[41]),
+        })
+    }
+
+    /// IPv6 source and destination.
+    pub fn ipv6(&self) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+        if self.ethertype != 0x86dd || self.bytes.len() < 54 {
+            return None;
+        }
+        let src: [u8; 16] = self.bytes[22..38].try_into().ok()?;
+        let dst: [u8; 16] = self.bytes[38..54].try_into().ok()?;
+        Some((src.into(), dst.into()))
+    }
+}
+
+/// A running capture.
+pub struct WireTap {
+    child: Child,
+    reader: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl WireTap {
+    /// Starts tcpdump on `ifname` inside `ns` and waits until it listens.
+    pub fn start(ns: &Netns, ifname: &str) -> Result<WireTap> {
+        let mut child = ns
+            .command("tcpdump")?
+            .args(["-i", ifname, "-U", "-n", "--immediate-mode", "-s", "256", "-w", "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting tcpdump (is it installed?)")?;
+        let mut stdout = child.stdout.take().context("tcpdump stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stdout.read_to_end(&mut buf);
+            buf
+        });
+        let stderr = child.stderr.take().context("tcpdump stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("listening on") => break,
+                Some(Ok(_)) => continue,
+                _ => bail!("tcpdump on {ifname} did not start"),
+            }
+        }
+        // Keep draining stderr so tcpdump never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(WireTap {
+            child,
+            reader: Some(reader),
+        })
+    }
+
+    /// Stops the capture and returns every frame seen.
+    pub fn stop(mut self) -> Result<Vec<Frame>> {
+        // Let frames in flight land before stopping.
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let bytes = self
+            .reader
+            .take()
+            .context("capture already stopped")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("capture reader panicked"))?;
+        parse_pcap(&bytes)
+    }
+}
+
+impl Drop for WireTap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a classic pcap stream (what `tcpdump -w -` writes).
+pub fn parse_pcap(bytes: &[u8]) -> Result<Vec<Frame>> {
+    if bytes.len() < 24 {
+        bail!("pcap stream too short ({} bytes)", bytes.len());
+    }
+    let magic = u32::from_le_bytes(bytes[0..4].try_into()?);
+    let le = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        _ => bail!("not a pcap stream (magic {magic:#x})"),
+    };
+    let u32_at = |b: &[u8]| -> u32 {
+        let a: [u8; 4] = b[..4].try_into().unwrap_or_default();
+        if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+    };
+    let mut frames = Vec::new();
+    let mut off = 24;
+    while off + 16 <= bytes.len() {
+        let caplen = u32_at(&bytes[off + 8..]) as usize;
+        let start = off + 16;
+        let Some(data) = bytes.get(start..start + caplen) else {
+            break;
+        };
+        if data.len() >= 14 {
+            frames.push(Frame {
+                dst: data[0..6].try_into()?,
+                src: data[6..12].try_into()?,
+                ethertype: u16::from_be_bytes([data[12], data[13]]),
+                bytes: data.to_vec(),
+            });
+        }
+        off = start + caplen;
+    }
+    Ok(frames)
+}
+
+pub fn mac_str(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+pub fn parse_mac(s: &str) -> Result<Mac> {
+    let v: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("bad MAC {s:?}"))?;
+    v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {s:?}"))
+}
