@@ -9,6 +9,7 @@ pub mod lab;
 pub mod matrix;
 pub mod netns;
 pub mod sh;
+pub mod state;
 pub mod tap;
 pub mod traffic;
 pub mod wire;
