@@ -13,13 +13,17 @@ fn main() -> anyhow::Result<()> {
     let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
     if skip {
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-        std::fs::write(out.join("mvbridge"), [])?;
+        std::fs::write(out.join("mvbridge-ebpf"), [])?;
         return Ok(());
     }
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let ebpf = root.join("../mvbridge-ebpf");
     let common = root.join("../mvbridge-common");
     println!("cargo:rerun-if-changed={}", common.display());
+    // aya-build relays everything the inner cargo prints as build-script
+    // warnings; quiet keeps that to real diagnostics.
+    // SAFETY: build scripts are single-threaded at this point.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "mvbridge-ebpf",

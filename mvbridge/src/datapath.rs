@@ -13,7 +13,7 @@ use crate::bpffs::PinDir;
 use crate::errno;
 
 /// The programs, built by build.rs from `mvbridge-ebpf` and embedded.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mvbridge"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mvbridge-ebpf"));
 
 /// Which of our programs a hook runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,154 @@
+//! `cargo xtask`: the project's commands. Bootstraps the eBPF toolchain,
+//! builds, runs the tests (as root, in network namespaces) and the demo.
+
+mod toolchain;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build needs (if missing) and build everything.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Unit tests, then the integration tests in network namespaces (root).
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Build the seed's lab, show it broken, start mvbridge, show it fixed.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Build { release } => build(release),
+        Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::Demo => demo(),
+    }
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Runs a command in the workspace, echoing it, and fails on non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {}", display(cmd));
+    let status = cmd
+        .current_dir(workspace())
+        .status()
+        .with_context(|| format!("cannot start {}", display(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", display(cmd));
+    }
+    Ok(())
+}
+
+fn display(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build(release: bool) -> Result<()> {
+    toolchain::ensure()?;
+    let mut cmd = cargo();
+    // The default members: everything but the eBPF crate, which build.rs
+    // compiles for the BPF target.
+    cmd.args(["build", "--bins", "--tests"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (network namespaces, BPF): run `sudo -E cargo xtask ...`");
+    }
+    Ok(())
+}
+
+/// The lab's outside tools, with the Debian package that has each.
+const LAB_TOOLS: [(&str, &str); 5] = [
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
+    ("iptables", "iptables"),
+];
+
+fn require_tools() -> Result<()> {
+    let missing: Vec<&str> = LAB_TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the namespace lab needs: apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .any(|d| d.join(tool).is_file())
+    })
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    require_root("the test suite")?;
+    require_tools()?;
+    build(false)?;
+    let mut unit = cargo();
+    unit.args(["test", "-p", "mvbridge-common", "-p", "mvbridge", "-p", "xtask"]);
+    if let Some(f) = filter {
+        unit.arg(f);
+    }
+    run(&mut unit)?;
+    // Integration tests share kernel state (ifindexes, /dev/tapN, bpffs):
+    // one at a time, as aya's own suite does.
+    let mut integration = cargo();
+    integration.args(["test", "-p", "mvbridge-tests", "--", "--test-threads=1"]);
+    if let Some(f) = filter {
+        integration.arg(f);
+    }
+    run(&mut integration)
+}
+
+fn demo() -> Result<()> {
+    require_root("the demo")?;
+    require_tools()?;
+    build(false)?;
+    let bin = workspace().join("target/debug/mvb-demo");
+    run(&mut Command::new(bin))
+}
