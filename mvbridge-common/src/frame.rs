@@ -9,6 +9,10 @@ pub trait Frame {
     /// Length of the whole frame in bytes.
     fn len(&self) -> usize;
 
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The `N` bytes at `offset`, or `None` when the frame is shorter.
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
 }

@@ -396,7 +396,7 @@ addresses = ["203.0.113.162"]
     #[test]
     fn bad_input_is_named() {
         let cases: &[(&str, &str)] = &[
-            ("uplink = ", "does not parse"),
+            ("uplink = ", "TOML parse error"),
             ("uplink = \"eth0\"\nfoo = 1\n", "unknown field `foo`"),
             ("uplink = \"a/b\"\n", "not a valid interface name"),
             ("uplink = \"eth0\"\nbpffs = \"rel\"\n", "absolute"),

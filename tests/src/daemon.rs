@@ -1,7 +1,7 @@
 //! Driving the real `mvbridge` binary inside the lab's host namespace.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,9 +52,16 @@ impl Daemon {
             if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 return Ok(daemon);
             }
-            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 std::thread::sleep(Duration::from_millis(50));
-                bail!("mvbridge exited ({status}) before attaching:\n{}", daemon.log());
+                bail!(
+                    "mvbridge exited ({status}) before attaching:\n{}",
+                    daemon.log()
+                );
             }
             if Instant::now() > deadline {
                 bail!("mvbridge did not attach within 20 s:\n{}", daemon.log());
@@ -111,7 +118,15 @@ pub fn mvbridge(host: &Netns, args: &[&str]) -> Result<Output> {
 
 /// `mvbridge status --json`, parsed, with the exit status.
 pub fn status(host: &Netns, config: &Path) -> Result<(bool, serde_json::Value)> {
-    let out = mvbridge(host, &["status", "--json", "--config", &config.display().to_string()])?;
+    let out = mvbridge(
+        host,
+        &[
+            "status",
+            "--json",
+            "--config",
+            &config.display().to_string(),
+        ],
+    )?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
             "status printed no JSON: {}",
@@ -140,8 +155,4 @@ pub fn drops(status: &serde_json::Value, reason: &str) -> u64 {
         .filter(|d| d["reason"] == reason)
         .filter_map(|d| d["count"].as_u64())
         .sum()
-}
-
-pub fn config_arg(path: &PathBuf) -> String {
-    path.display().to_string()
 }

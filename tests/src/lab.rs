@@ -129,8 +129,18 @@ impl Lab {
         for spec in &specs {
             if !spec.created_by_mvbridge {
                 lab.host.ip(&[
-                    "link", "add", "link", UPLINK, "name", spec.interface, "address", spec.mac,
-                    "type", "macvtap", "mode", "bridge",
+                    "link",
+                    "add",
+                    "link",
+                    UPLINK,
+                    "name",
+                    spec.interface,
+                    "address",
+                    spec.mac,
+                    "type",
+                    "macvtap",
+                    "mode",
+                    "bridge",
                 ])?;
                 lab.host.ip(&["link", "set", spec.interface, "up"])?;
                 lab.start_guest(spec.key)?;
@@ -141,13 +151,26 @@ impl Lab {
 
     fn wire_gateway(&self) -> Result<()> {
         let (gw, inet) = (&self.gw, &self.inet);
-        gw.ip(&["link", "add", "inet0", "type", "veth", "peer", "name", "eth0", "netns", &inet.name])?;
+        gw.ip(&[
+            "link", "add", "inet0", "type", "veth", "peer", "name", "eth0", "netns", &inet.name,
+        ])?;
         gw.ip(&["addr", "add", "198.51.100.1/24", "dev", "inet0"])?;
         gw.ip(&["link", "set", "inet0", "up"])?;
         inet.ip(&["addr", "add", "198.51.100.10/24", "dev", "eth0"])?;
         inet.ip(&["link", "set", "eth0", "up"])?;
         inet.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
-        gw.ip(&["link", "add", WIRE, "type", "veth", "peer", "name", UPLINK, "netns", &self.host.name])?;
+        gw.ip(&[
+            "link",
+            "add",
+            WIRE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UPLINK,
+            "netns",
+            &self.host.name,
+        ])?;
         gw.ip(&["addr", "add", "203.0.113.129/26", "dev", WIRE])?;
         gw.ip(&["link", "set", WIRE, "up"])?;
         gw.sysctl("net.ipv4.ip_forward", "1")?;
@@ -162,17 +185,49 @@ impl Lab {
         let h = &self.host;
         h.ip(&["addr", "add", "203.0.113.157/32", "dev", UPLINK])?;
         h.ip(&["link", "set", UPLINK, "up"])?;
-        h.ip(&["route", "add", "default", "via", "203.0.113.129", "dev", UPLINK, "onlink"])?;
+        h.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "203.0.113.129",
+            "dev",
+            UPLINK,
+            "onlink",
+        ])?;
         h.sysctl("net.ipv4.ip_forward", "1")?;
         // The NAT network, as libvirt's "default" network builds it.
         h.ip(&["link", "add", "virbr0", "type", "bridge"])?;
         h.ip(&["addr", "add", "192.168.122.1/24", "dev", "virbr0"])?;
         h.ip(&["link", "set", "virbr0", "up"])?;
-        h.ip(&["link", "add", "vnet0", "type", "veth", "peer", "name", "eth0", "netns", &self.natvm.name])?;
+        h.ip(&[
+            "link",
+            "add",
+            "vnet0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &self.natvm.name,
+        ])?;
         h.ip(&["link", "set", "vnet0", "master", "virbr0", "up"])?;
         h.run(&[
-            "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.122.0/24", "!", "-d",
-            "192.168.122.0/24", "-o", UPLINK, "-j", "MASQUERADE",
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "192.168.122.0/24",
+            "!",
+            "-d",
+            "192.168.122.0/24",
+            "-o",
+            UPLINK,
+            "-j",
+            "MASQUERADE",
         ])?;
         let n = &self.natvm;
         n.ip(&["addr", "add", "192.168.122.10/24", "dev", "eth0"])?;
@@ -205,9 +260,24 @@ impl Lab {
         let guest = Guest::start(&self.host, &spec, ns, &self.dir)?;
         ns.ip(&["link", "set", "eth0", "address", spec.mac])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&["addr", "add", &format!("{}/{}", spec.addr, spec.prefix), "dev", "eth0"])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/{}", spec.addr, spec.prefix),
+            "dev",
+            "eth0",
+        ])?;
         if spec.prefix == 32 {
-            ns.ip(&["route", "add", "default", "via", "203.0.113.129", "dev", "eth0", "onlink"])?;
+            ns.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                "203.0.113.129",
+                "dev",
+                "eth0",
+                "onlink",
+            ])?;
         } else {
             ns.ip(&["route", "add", "default", "via", "203.0.113.129"])?;
         }
@@ -224,7 +294,9 @@ impl Lab {
 
     /// The MAC of a link in the host namespace.
     pub fn host_mac(&self, ifname: &str) -> Result<Mac> {
-        let out = self.host.run(&["cat", &format!("/sys/class/net/{ifname}/address")])?;
+        let out = self
+            .host
+            .run(&["cat", &format!("/sys/class/net/{ifname}/address")])?;
         parse_mac(&out)
     }
 

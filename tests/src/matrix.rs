@@ -75,7 +75,11 @@ impl Lab {
     /// Frames on the wire that belong to local traffic: IPv4 between two
     /// local addresses, ARP between two local addresses, or anything
     /// carrying the shim's MAC.
-    pub fn local_frames<'a>(&self, frames: &'a [Frame], shim_mac: Option<[u8; 6]>) -> Vec<&'a Frame> {
+    pub fn local_frames<'a>(
+        &self,
+        frames: &'a [Frame],
+        shim_mac: Option<[u8; 6]>,
+    ) -> Vec<&'a Frame> {
         let local = self.local_addresses();
         frames
             .iter()
@@ -97,7 +101,14 @@ impl Lab {
 pub fn render(probes: &[Probe]) -> String {
     probes
         .iter()
-        .map(|p| format!("{:>6} -> {:<6} {}", p.from, p.to, if p.ok { "ok" } else { "FAIL" }))
+        .map(|p| {
+            format!(
+                "{:>6} -> {:<6} {}",
+                p.from,
+                p.to,
+                if p.ok { "ok" } else { "FAIL" }
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -77,10 +77,7 @@ impl Netns {
 
     /// Runs `f` on a thread inside this namespace (sockets it opens live
     /// there).
-    pub fn in_ns<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
+    pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let path = format!("/run/netns/{}", self.name);
         let handle = std::thread::spawn(move || -> Result<T> {
             let ns = File::open(&path).with_context(|| format!("opening {path}"))?;

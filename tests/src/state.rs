@@ -32,7 +32,13 @@ impl HostState {
         for line in detail.lines() {
             let mut parts = line.split(": ");
             let _ = parts.next();
-            let name = parts.next().unwrap_or("").split('@').next().unwrap_or("").to_owned();
+            let name = parts
+                .next()
+                .unwrap_or("")
+                .split('@')
+                .next()
+                .unwrap_or("")
+                .to_owned();
             let kind = ["macvtap", "macvlan", "veth", "bridge"]
                 .iter()
                 .find(|k| line.contains(&format!(" {k} ")))
@@ -55,7 +61,10 @@ impl HostState {
         let tcx = host.in_ns(move || {
             let mut out = BTreeSet::new();
             for name in names {
-                for (dir, t) in [("ingress", TcAttachType::Ingress), ("egress", TcAttachType::Egress)] {
+                for (dir, t) in [
+                    ("ingress", TcAttachType::Ingress),
+                    ("egress", TcAttachType::Egress),
+                ] {
                     if let Ok((_, progs)) = SchedClassifier::query_tcx(&name, t) {
                         for p in progs {
                             out.insert(format!("{name} {dir} {}", p.name_as_str().unwrap_or("?")));

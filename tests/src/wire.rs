@@ -78,7 +78,17 @@ impl WireTap {
     pub fn start(ns: &Netns, ifname: &str) -> Result<WireTap> {
         let mut child = ns
             .command("tcpdump")?
-            .args(["-i", ifname, "-U", "-n", "--immediate-mode", "-s", "256", "-w", "-"])
+            .args([
+                "-i",
+                ifname,
+                "-U",
+                "-n",
+                "--immediate-mode",
+                "-s",
+                "256",
+                "-w",
+                "-",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -143,7 +153,11 @@ pub fn parse_pcap(bytes: &[u8]) -> Result<Vec<Frame>> {
     };
     let u32_at = |b: &[u8]| -> u32 {
         let a: [u8; 4] = b[..4].try_into().unwrap_or_default();
-        if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
     };
     let mut frames = Vec::new();
     let mut off = 24;

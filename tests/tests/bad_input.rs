@@ -13,15 +13,23 @@ use mvbridge_tests::state::{HostState, wait_programs_gone};
 fn refused(lab: &Lab, config: &str, expect: &str) {
     let path = lab.write_config("bad.toml", config).unwrap();
     let before = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
-    let out = daemon::mvbridge(&lab.host, &["run", "--config", &path.display().to_string()]).unwrap();
+    let out =
+        daemon::mvbridge(&lab.host, &["run", "--config", &path.display().to_string()]).unwrap();
     check_refusal(lab, &before, &out, expect);
 }
 
 fn check_refusal(lab: &Lab, before: &HostState, out: &Output, expect: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted; stderr:\n{stderr}");
-    assert!(stderr.contains(expect), "error does not say {expect:?}:\n{stderr}");
-    assert_eq!(stderr.matches("error:").count(), 1, "want one clear error:\n{stderr}");
+    assert!(
+        stderr.contains(expect),
+        "error does not say {expect:?}:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("error:").count(),
+        1,
+        "want one clear error:\n{stderr}"
+    );
     let mut after = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     if !after.programs.is_empty() {
         after.programs = wait_programs_gone();
@@ -30,11 +38,16 @@ fn check_refusal(lab: &Lab, before: &HostState, out: &Output, expect: &str) {
 }
 
 fn vm(name: &str, interface: &str, extra: &str, addrs: &str) -> String {
-    format!("\n[[vm]]\nname = \"{name}\"\ninterface = \"{interface}\"\naddresses = [{addrs}]\n{extra}")
+    format!(
+        "\n[[vm]]\nname = \"{name}\"\ninterface = \"{interface}\"\naddresses = [{addrs}]\n{extra}"
+    )
 }
 
 fn base(lab: &Lab) -> String {
-    format!("uplink = \"{UPLINK}\"\nbpffs = \"{}\"\n", lab.bpffs().display())
+    format!(
+        "uplink = \"{UPLINK}\"\nbpffs = \"{}\"\n",
+        lab.bpffs().display()
+    )
 }
 
 #[test]
@@ -45,10 +58,30 @@ fn config_mistakes_are_named() {
     let cases = [
         ("uplink = \n".to_owned(), "does not parse"),
         (format!("{b}colour = \"blue\"\n"), "unknown field `colour`"),
-        (format!("{b}{}", vm("a", "macvtap0", "", "\"203.0.113.300\"")), "\"203.0.113.300\" is not an IP address"),
-        (format!("{b}{}", vm("a", "macvtap0", "create = true\nmac = \"52:54:00:00:00\"\n", a)), "is not a MAC address"),
-        (format!("{b}{}{}", vm("a", "t0", "", a), vm("b", "t1", "", a)), "203.0.113.161 is claimed by both"),
-        (format!("{b}{}", vm("a", "t0", "create = true\n", a)), "no mac"),
+        (
+            format!("{b}{}", vm("a", "macvtap0", "", "\"203.0.113.300\"")),
+            "\"203.0.113.300\" is not an IP address",
+        ),
+        (
+            format!(
+                "{b}{}",
+                vm(
+                    "a",
+                    "macvtap0",
+                    "create = true\nmac = \"52:54:00:00:00\"\n",
+                    a
+                )
+            ),
+            "is not a MAC address",
+        ),
+        (
+            format!("{b}{}{}", vm("a", "t0", "", a), vm("b", "t1", "", a)),
+            "203.0.113.161 is claimed by both",
+        ),
+        (
+            format!("{b}{}", vm("a", "t0", "create = true\n", a)),
+            "no mac",
+        ),
     ];
     for (config, expect) in cases {
         refused(&lab, &config, expect);
@@ -58,22 +91,77 @@ fn config_mistakes_are_named() {
 #[test]
 fn links_that_do_not_fit_are_refused() {
     let lab = Lab::build(Vec::new()).unwrap();
-    lab.host.ip(&["link", "add", "veth-x", "type", "veth", "peer", "name", "veth-y"]).unwrap();
-    lab.host.ip(&["link", "add", "other0", "type", "veth", "peer", "name", "other1"]).unwrap();
     lab.host
-        .ip(&["link", "add", "link", "other0", "name", "mvt-other", "type", "macvtap", "mode", "bridge"])
+        .ip(&[
+            "link", "add", "veth-x", "type", "veth", "peer", "name", "veth-y",
+        ])
         .unwrap();
-    lab.host.ip(&["link", "add", "br-x", "type", "bridge"]).unwrap();
+    lab.host
+        .ip(&[
+            "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+        ])
+        .unwrap();
+    lab.host
+        .ip(&[
+            "link",
+            "add",
+            "link",
+            "other0",
+            "name",
+            "mvt-other",
+            "type",
+            "macvtap",
+            "mode",
+            "bridge",
+        ])
+        .unwrap();
+    lab.host
+        .ip(&["link", "add", "br-x", "type", "bridge"])
+        .unwrap();
     let b = base(&lab);
     let a = "\"203.0.113.161\"";
     let cases = [
         (b.replace(UPLINK, "eth7"), "uplink \"eth7\" does not exist"),
-        (format!("{b}{}", vm("a", "veth-x", "", a)), "\"veth-x\" is a veth, not a macvtap"),
-        (format!("{b}{}", vm("a", "mvt-other", "", a)), "does not sit on the uplink enp9s0"),
-        (format!("{b}{}", vm("a", "macvtap9", "", a)), "\"macvtap9\" does not exist"),
-        (format!("{b}[shim]\nname = \"br-x\"\n"), "a link named \"br-x\" already exists"),
-        (format!("{b}{}", vm("a", "veth-y", "create = true\nmac = \"52:54:00:00:00:01\"\n", a)), "\"veth-y\" already exists"),
-        (format!("{b}{}", vm("a", "t0", "create = true\nmac = \"52:54:00:00:00:01\"\n", "\"203.0.113.157\"")), "203.0.113.157 is one of the host's addresses"),
+        (
+            format!("{b}{}", vm("a", "veth-x", "", a)),
+            "\"veth-x\" is a veth, not a macvtap",
+        ),
+        (
+            format!("{b}{}", vm("a", "mvt-other", "", a)),
+            "does not sit on the uplink enp9s0",
+        ),
+        (
+            format!("{b}{}", vm("a", "macvtap9", "", a)),
+            "\"macvtap9\" does not exist",
+        ),
+        (
+            format!("{b}[shim]\nname = \"br-x\"\n"),
+            "a link named \"br-x\" already exists",
+        ),
+        (
+            format!(
+                "{b}{}",
+                vm(
+                    "a",
+                    "veth-y",
+                    "create = true\nmac = \"52:54:00:00:00:01\"\n",
+                    a
+                )
+            ),
+            "\"veth-y\" already exists",
+        ),
+        (
+            format!(
+                "{b}{}",
+                vm(
+                    "a",
+                    "t0",
+                    "create = true\nmac = \"52:54:00:00:00:01\"\n",
+                    "\"203.0.113.157\""
+                )
+            ),
+            "203.0.113.157 is one of the host's addresses",
+        ),
     ];
     for (config, expect) in cases {
         refused(&lab, &config, expect);
@@ -87,13 +175,31 @@ fn a_kernel_refusal_midway_rolls_everything_back() {
     // only refuses the duplicate when mvbridge brings its own link up,
     // after the shim already exists.
     lab.host
-        .ip(&["link", "add", "link", UPLINK, "name", "stranger", "address", "52:54:00:00:00:77", "type", "macvtap", "mode", "bridge"])
+        .ip(&[
+            "link",
+            "add",
+            "link",
+            UPLINK,
+            "name",
+            "stranger",
+            "address",
+            "52:54:00:00:00:77",
+            "type",
+            "macvtap",
+            "mode",
+            "bridge",
+        ])
         .unwrap();
     lab.host.ip(&["link", "set", "stranger", "up"]).unwrap();
     let config = format!(
         "{}{}",
         base(&lab),
-        vm("a", "mvt-a", "create = true\nmac = \"52:54:00:00:00:77\"\n", "\"203.0.113.161\"")
+        vm(
+            "a",
+            "mvt-a",
+            "create = true\nmac = \"52:54:00:00:00:77\"\n",
+            "\"203.0.113.161\""
+        )
     );
     refused(&lab, &config, "EADDRINUSE");
 }
@@ -104,7 +210,15 @@ fn leftovers_of_an_earlier_run_are_not_clobbered() {
     std::fs::create_dir_all(lab.bpffs()).unwrap();
     let c = std::ffi::CString::new(lab.bpffs().display().to_string()).unwrap();
     // SAFETY: valid C strings.
-    unsafe { libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+    unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     let stale = aya::maps::HashMap::<aya::maps::MapData, [u8; 4], [u8; 16]>::create(4, 0).unwrap();
     stale.pin(lab.bpffs().join("MVB_LOCAL4")).unwrap();
     refused(&lab, &base(&lab), "run `mvbridge down` first");
@@ -141,7 +255,7 @@ fn without_root_or_bpf_nothing_happens() {
     let mut cmd = lab.host.command(mvbridge.to_str().unwrap()).unwrap();
     cmd.args(["run", "--config", &cfg]);
     // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
-    unsafe { cmd.pre_exec(|| deny_bpf_syscall()) };
+    unsafe { cmd.pre_exec(deny_bpf_syscall) };
     let out = cmd.output().unwrap();
     check_refusal(&lab, &before, &out, "no BPF support");
 }
@@ -152,11 +266,31 @@ fn deny_bpf_syscall() -> std::io::Result<()> {
     const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
     let filter = [
         // A = seccomp_data.nr
-        libc::sock_filter { code: 0x20, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
         // if A == __NR_bpf goto deny else goto allow
-        libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: libc::SYS_bpf as u32 },
-        libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32 },
-        libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW },
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_bpf as u32,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ALLOW,
+        },
     ];
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
@@ -165,7 +299,11 @@ fn deny_bpf_syscall() -> std::io::Result<()> {
     // SAFETY: prctl with a valid filter program that outlives the call.
     unsafe {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const _,
+            ) != 0
         {
             return Err(std::io::Error::last_os_error());
         }

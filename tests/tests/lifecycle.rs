@@ -25,18 +25,50 @@ fn sigterm_removes_everything_mvbridge_created() {
     let mut daemon = Daemon::start(&lab.host, &config).unwrap();
     lab.start_guest("b").unwrap();
     let running = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
-    assert!(is_bpffs(&lab.bpffs()), "mvbridge should have mounted bpffs at its pin directory");
-    assert!(running.links.iter().any(|l| l.starts_with(&format!("{SHIM} macvlan mvbridge:shim"))), "{running:#?}");
-    assert!(running.links.iter().any(|l| l.starts_with("mvt-web macvtap mvbridge:vm:b")), "{running:#?}");
-    for hook in ["enp9s0 egress mvb_uplink", "mvb0 egress mvb_shim", "macvtap0 egress mvb_vm", "mvt-web egress mvb_vm", "macvtap2 egress mvb_vm"] {
-        assert!(running.tcx.contains(hook), "missing {hook}: {:#?}", running.tcx);
+    assert!(
+        is_bpffs(&lab.bpffs()),
+        "mvbridge should have mounted bpffs at its pin directory"
+    );
+    assert!(
+        running
+            .links
+            .iter()
+            .any(|l| l.starts_with(&format!("{SHIM} macvlan mvbridge:shim"))),
+        "{running:#?}"
+    );
+    assert!(
+        running
+            .links
+            .iter()
+            .any(|l| l.starts_with("mvt-web macvtap mvbridge:vm:b")),
+        "{running:#?}"
+    );
+    for hook in [
+        "enp9s0 egress mvb_uplink",
+        "mvb0 egress mvb_shim",
+        "macvtap0 egress mvb_vm",
+        "mvt-web egress mvb_vm",
+        "macvtap2 egress mvb_vm",
+    ] {
+        assert!(
+            running.tcx.contains(hook),
+            "missing {hook}: {:#?}",
+            running.tcx
+        );
     }
     let details = lab.host.ip(&["-d", "link", "show", "mvt-web"]).unwrap();
-    assert!(details.contains("52:54:00:00:00:b2") && details.contains("macvtap mode bridge"), "{details}");
+    assert!(
+        details.contains("52:54:00:00:00:b2") && details.contains("macvtap mode bridge"),
+        "{details}"
+    );
     assert!(ping(&lab.host, lab.spec("b").addr));
 
     let status = daemon.stop_with(libc::SIGTERM).unwrap();
-    assert!(status.success(), "mvbridge exited with {status}:\n{}", daemon.log());
+    assert!(
+        status.success(),
+        "mvbridge exited with {status}:\n{}",
+        daemon.log()
+    );
     let after = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     assert_eq!(after.links, before.links);
     assert_eq!(after.qdiscs, before.qdiscs);
@@ -58,15 +90,25 @@ fn the_datapath_survives_a_crash_and_down_removes_it() {
     let status = daemon.stop_with(libc::SIGKILL).unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     // Pinned hooks keep forwarding without the daemon.
-    assert!(ping_retry(&lab.host, lab.spec("a").addr, 2), "datapath died with the daemon");
+    assert!(
+        ping_retry(&lab.host, lab.spec("a").addr, 2),
+        "datapath died with the daemon"
+    );
     let (attached, _) = daemon::status(&lab.host, &config).unwrap();
     assert!(attached, "status should see the pinned datapath");
 
     let cfg = config.display().to_string();
     let out = daemon::mvbridge(&lab.host, &["down", "--config", &cfg]).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("removed 5 hooks") && report.contains("mvb0") && report.contains("mvt-web"), "{report}");
+    assert!(
+        report.contains("removed 5 hooks") && report.contains("mvb0") && report.contains("mvt-web"),
+        "{report}"
+    );
 
     let after = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     assert_eq!(after.links, before.links);

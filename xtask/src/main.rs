@@ -30,6 +30,8 @@ enum Cmd {
     },
     /// Build the seed's lab, show it broken, start mvbridge, show it fixed.
     Demo,
+    /// rustfmt and clippy (-D warnings) on the host crates.
+    Lint,
 }
 
 fn main() -> Result<()> {
@@ -37,6 +39,7 @@ fn main() -> Result<()> {
         Cmd::Build { release } => build(release),
         Cmd::Test { filter } => test(filter.as_deref()),
         Cmd::Demo => demo(),
+        Cmd::Lint => lint(),
     }
 }
 
@@ -125,12 +128,29 @@ pub fn on_path(tool: &str) -> bool {
     })
 }
 
+fn lint() -> Result<()> {
+    toolchain::ensure()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+}
+
 fn test(filter: Option<&str>) -> Result<()> {
     require_root("the test suite")?;
     require_tools()?;
     build(false)?;
+    if filter.is_none() {
+        lint()?;
+    }
     let mut unit = cargo();
-    unit.args(["test", "-p", "mvbridge-common", "-p", "mvbridge", "-p", "xtask"]);
+    unit.args([
+        "test",
+        "-p",
+        "mvbridge-common",
+        "-p",
+        "mvbridge",
+        "-p",
+        "xtask",
+    ]);
     if let Some(f) = filter {
         unit.arg(f);
     }

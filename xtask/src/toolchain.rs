@@ -18,7 +18,9 @@ pub fn ensure() -> Result<()> {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed: {}",
@@ -54,7 +56,8 @@ fn ensure_rust_src() -> Result<()> {
 
 /// The nightly's libLLVM (e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`).
 fn nightly_llvm() -> Result<(PathBuf, u32)> {
-    let sysroot = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
     let lib = PathBuf::from(sysroot.trim()).join("lib");
     for entry in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
         let path = entry?.path();
@@ -68,7 +71,10 @@ fn nightly_llvm() -> Result<(PathBuf, u32)> {
             return Ok((path, major));
         }
     }
-    bail!("the nightly toolchain ships no libLLVM.so.* in {}", lib.display())
+    bail!(
+        "the nightly toolchain ships no libLLVM.so.* in {}",
+        lib.display()
+    )
 }
 
 fn home() -> Result<PathBuf> {
@@ -82,8 +88,8 @@ fn ensure_bpf_linker() -> Result<()> {
     let prefix = home()?.join(".local/llvm-rust");
     let stamp = prefix.join("bpf-linker.stamp");
     let want = llvm.display().to_string();
-    let have_linker = crate::on_path("bpf-linker")
-        || home()?.join(".cargo/bin/bpf-linker").is_file();
+    let have_linker =
+        crate::on_path("bpf-linker") || home()?.join(".cargo/bin/bpf-linker").is_file();
     if have_linker && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
         return Ok(());
     }
@@ -101,18 +107,16 @@ fn ensure_bpf_linker() -> Result<()> {
         std::os::unix::fs::symlink(&llvm, &link)
             .with_context(|| format!("linking {}", link.display()))?;
     }
-    run(Command::new("cargo")
-        .env("LLVM_PREFIX", &prefix)
-        .args([
-            "install",
-            "bpf-linker",
-            "--force",
-            "--version",
-            "^0.13",
-            "--no-default-features",
-            "--features",
-            &format!("llvm-{major}"),
-        ]))?;
+    run(Command::new("cargo").env("LLVM_PREFIX", &prefix).args([
+        "install",
+        "bpf-linker",
+        "--force",
+        "--version",
+        "^0.13",
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{major}"),
+    ]))?;
     std::fs::write(&stamp, want)?;
     Ok(())
 }

@@ -40,7 +40,11 @@ fn matrix(lab: &Lab, title: &str) -> Result<usize> {
             } else {
                 let (ns, _) = lab.endpoint(from);
                 let (_, addr): (_, Ipv4Addr) = lab.endpoint(to);
-                if ping_retry(ns, addr, 1) { "ok" } else { "FAIL" }
+                if ping_retry(ns, addr, 1) {
+                    "ok"
+                } else {
+                    "FAIL"
+                }
             };
             print!(" {cell:>8}");
             use std::io::Write;
@@ -60,15 +64,26 @@ fn matrix(lab: &Lab, title: &str) -> Result<usize> {
 }
 
 fn main() -> Result<()> {
-    println!("Building the seed's host in network namespaces (doc addresses: 203.0.113.0/24, 198.51.100.0/24):");
-    println!("  gateway 203.0.113.129/26, host 203.0.113.157/32 on enp9s0, NAT VM 192.168.122.10 behind virbr0,");
-    println!("  VM a 203.0.113.161/26 (macvtap0), VM b 203.0.113.162/26 (mvt-web, created by mvbridge),");
-    println!("  VM c 203.0.113.163/32 with an on-link gateway (macvtap2), internet host 198.51.100.10.");
+    println!(
+        "Building the seed's host in network namespaces (doc addresses: 203.0.113.0/24, 198.51.100.0/24):"
+    );
+    println!(
+        "  gateway 203.0.113.129/26, host 203.0.113.157/32 on enp9s0, NAT VM 192.168.122.10 behind virbr0,"
+    );
+    println!(
+        "  VM a 203.0.113.161/26 (macvtap0), VM b 203.0.113.162/26 (mvt-web, created by mvbridge),"
+    );
+    println!(
+        "  VM c 203.0.113.163/32 with an on-link gateway (macvtap2), internet host 198.51.100.10."
+    );
     let mut lab = Lab::seed()?;
 
     let before = matrix(&lab, "Without mvbridge")?;
 
-    println!("\n== mvbridge run --config {} ==", lab.dir.join("mvbridge.toml").display());
+    println!(
+        "\n== mvbridge run --config {} ==",
+        lab.dir.join("mvbridge.toml").display()
+    );
     let config = lab.write_config("mvbridge.toml", &lab.config())?;
     println!("\n{}", lab.config());
     let mut mvbridge = Daemon::start(&lab.host, &config)?;
@@ -77,12 +92,26 @@ fn main() -> Result<()> {
 
     let after = matrix(&lab, "With mvbridge")?;
 
-    let out = daemon::mvbridge(&lab.host, &["status", "--config", &config.display().to_string()])?;
-    println!("\n== mvbridge status ==\n\n{}", String::from_utf8_lossy(&out.stdout));
+    let out = daemon::mvbridge(
+        &lab.host,
+        &["status", "--config", &config.display().to_string()],
+    )?;
+    println!(
+        "\n== mvbridge status ==\n\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     println!("== SIGTERM ==");
     mvbridge.stop_with(libc::SIGTERM)?;
-    print!("{}", mvbridge.log().lines().skip_while(|l| !l.contains("SIGTERM")).collect::<Vec<_>>().join("\n"));
+    print!(
+        "{}",
+        mvbridge
+            .log()
+            .lines()
+            .skip_while(|l| !l.contains("SIGTERM"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     println!("\n\nLocal frames on the wire: {before} without mvbridge, {after} with it.");
     drop(lab);
     println!("Lab removed.");
