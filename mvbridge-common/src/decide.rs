@@ -10,14 +10,17 @@
 //! Nothing local is left to the wire.
 
 use crate::frame::Frame;
-use crate::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Mac, Settings};
-use crate::parse::{self, ETH_P_ARP, ETH_P_IP, Eth};
+use crate::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings};
+use crate::parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Eth};
 use crate::stats::{DropReason, Path, Proto};
 
 /// The lookups the decision needs; backed by maps in the programs.
 pub trait Tables {
     fn settings(&self) -> Option<Settings>;
     fn local4(&self, addr: &Ipv4Key) -> Option<Endpoint>;
+    fn local6(&self, addr: &Ipv6Key) -> Option<Endpoint>;
+    /// The VM whose macvtap has this MAC.
+    fn vm_by_mac(&self, mac: &Mac) -> Option<Endpoint>;
 }
 
 /// Which hook is deciding.
@@ -51,6 +54,23 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// The address whose owner must receive a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    V4(Ipv4Key),
+    V6(Ipv6Key),
+}
+
+/// What a frame carries, as far as steering cares.
+enum Carried {
+    /// A protocol we steer, for this address.
+    For(Target, Proto),
+    /// The ethertype promises ARP/IPv4/IPv6 but the header is broken.
+    Broken,
+    /// Any other protocol: never ours.
+    Foreign,
+}
+
 /// Decides the fate of one frame. `vlan_tagged` is the skb's out-of-band
 /// VLAN tag: tagged frames belong to another network and are never touched.
 #[inline(always)]
@@ -72,23 +92,54 @@ where
         return Verdict::Pass;
     };
     let to_host_mac = eth.dst == settings.uplink_mac;
-    let target = match eth.ethertype {
+    let (target, proto) = match carried(frame, eth.ethertype) {
+        Carried::For(target, proto) => (target, proto),
+        Carried::Broken => return malformed(hook, to_host_mac),
+        Carried::Foreign => return Verdict::Pass,
+    };
+    let owner = match target {
+        Target::V4(a) => tables.local4(&a),
+        Target::V6(a) => tables.local6(&a),
+    };
+    match (hook, owner) {
+        (Hook::Uplink, Some(ep)) if ep.kind == ENDPOINT_VM => steer(hook, &eth, ep, proto),
+        // The host addressed a VM's MAC directly for an address we do not
+        // track (an IPv6 link-local one, typically its neighbour
+        // advertisement to the VM): the VM is local all the same.
+        (Hook::Uplink, _) if !parse::is_group(&eth.dst) => match tables.vm_by_mac(&eth.dst) {
+            Some(ep) => steer(hook, &eth, ep, proto),
+            None => Verdict::Pass,
+        },
+        (Hook::Uplink, _) => Verdict::Pass,
+        (Hook::Vm { .. }, Some(ep)) => steer(hook, &eth, ep, proto),
+        (Hook::Vm { .. }, None) => not_local(hook, to_host_mac),
+    }
+}
+
+/// Finds the address a frame is for: ARP's target, IPv4's destination,
+/// a neighbour solicitation's target, or IPv6's destination.
+#[inline(always)]
+fn carried<F: Frame + ?Sized>(frame: &F, ethertype: u16) -> Carried {
+    match ethertype {
         ETH_P_ARP => match parse::arp(frame) {
-            Some(arp) => tables.local4(&arp.tpa).map(|ep| (ep, Proto::Arp)),
-            None => return malformed(hook, to_host_mac),
+            Some(arp) => Carried::For(Target::V4(arp.tpa), Proto::Arp),
+            None => Carried::Broken,
         },
         ETH_P_IP => match parse::ipv4(frame) {
-            Some(ip) => match tables.local4(&ip.dst) {
-                Some(ep) => Some((ep, Proto::Ipv4)),
-                None => return not_local(hook, to_host_mac),
-            },
-            None => return malformed(hook, to_host_mac),
+            Some(ip) => Carried::For(Target::V4(ip.dst), Proto::Ipv4),
+            None => Carried::Broken,
         },
-        _ => return Verdict::Pass,
-    };
-    match target {
-        Some((ep, proto)) => steer(hook, &eth, ep, proto),
-        None => Verdict::Pass,
+        ETH_P_IPV6 => match parse::ipv6(frame) {
+            // A solicitation goes to a multicast group; who must answer it
+            // is named by its target.
+            Some(ip) => match parse::nd(frame, &ip) {
+                Some(nd) if nd.is_solicitation() => Carried::For(Target::V6(nd.target), Proto::Nd),
+                Some(_) => Carried::For(Target::V6(ip.dst), Proto::Nd),
+                None => Carried::For(Target::V6(ip.dst), Proto::Ipv6),
+            },
+            None => Carried::Broken,
+        },
+        _ => Carried::Foreign,
     }
 }
 
@@ -103,10 +154,12 @@ fn steer(hook: Hook, eth: &Eth, ep: Endpoint, proto: Proto) -> Verdict {
         (Hook::Vm { .. }, ENDPOINT_VM) => Path::VmToVm,
         _ => return Verdict::Pass,
     };
-    // ARP keeps its broadcast destination so the receiver sees a normal
-    // request; every unicast frame is re-addressed to the endpoint, which
-    // also turns a /32 guest's "send to the gateway" into a local delivery.
-    let keep = (proto == Proto::Arp && parse::is_group(&eth.dst)) || eth.dst == ep.mac;
+    // Requests to a group (ARP broadcast, a solicitation to the
+    // solicited-node group) keep it, so the receiver sees what it expects;
+    // every unicast frame is re-addressed to the endpoint, which also turns
+    // a /32 guest's "send to the gateway" into a local delivery.
+    let to_group = parse::is_group(&eth.dst) && matches!(proto, Proto::Arp | Proto::Nd);
+    let keep = to_group || eth.dst == ep.mac;
     let dst_mac = if keep { None } else { Some(ep.mac) };
     Verdict::Redirect(Redirect {
         ifindex: ep.ifindex,
@@ -117,9 +170,10 @@ fn steer(hook: Hook, eth: &Eth, ep: Endpoint, proto: Proto) -> Verdict {
     })
 }
 
-/// An IPv4 packet for a non-local address. From a VM to the host's MAC it
-/// asks the host to route it (say, into 192.168.122.0/24): refused, the host
-/// is not the VMs' router. Everything else goes its way.
+/// A frame for a non-local address. From a VM to the host's MAC it asks
+/// the host to route it (say, into 192.168.122.0/24 or another IPv6
+/// network of the host): refused, the host is not the VMs' router.
+/// Everything else goes its way.
 #[inline(always)]
 fn not_local(hook: Hook, to_host_mac: bool) -> Verdict {
     match hook {
@@ -128,7 +182,8 @@ fn not_local(hook: Hook, to_host_mac: bool) -> Verdict {
     }
 }
 
-/// A frame whose ethertype promises ARP or IPv4 but whose header is broken.
+/// A frame whose ethertype promises ARP, IPv4 or IPv6 but whose header is
+/// broken.
 /// Passed along as the kernel would, except from a VM to the host's MAC,
 /// where passing it would put it on the wire addressed to the host.
 #[inline(always)]
@@ -283,6 +338,115 @@ mod tests {
                 what: "a broken IPv4 header to anyone else is not ours",
                 hook: vm_a,
                 frame: truncated_ip(ipv4(GW_MAC, VM_A_MAC, VM_A_IP, HOST_IP)),
+                vlan: false,
+                want: Verdict::Pass,
+            },
+            Row {
+                what: "host solicits a VM's address on-link",
+                hook: Hook::Uplink,
+                frame: ns(HOST_MAC, HOST6, VM_A6),
+                vlan: false,
+                want: to(VM_A_IF, None, Path::HostToVm, Proto::Nd, 0),
+            },
+            Row {
+                what: "host answers a VM's solicitation at its link-local address",
+                hook: Hook::Uplink,
+                frame: na(VM_A_MAC, HOST_MAC, HOST_LL, VM_A_LL, HOST_LL),
+                vlan: false,
+                want: to(VM_A_IF, None, Path::HostToVm, Proto::Nd, 0),
+            },
+            Row {
+                what: "host pings a /128 VM on-link",
+                hook: Hook::Uplink,
+                frame: ping6(VM_C_MAC, HOST_MAC, HOST6, VM_C6),
+                vlan: false,
+                want: to(VM_C_IF, None, Path::HostToVm, Proto::Ipv6, 2),
+            },
+            Row {
+                what: "host pings a VM via the gateway",
+                hook: Hook::Uplink,
+                frame: ping6(GW_MAC, HOST_MAC, HOST6, VM_A6),
+                vlan: false,
+                want: to(VM_A_IF, Some(VM_A_MAC), Path::HostToVm, Proto::Ipv6, 0),
+            },
+            Row {
+                what: "host solicits the gateway",
+                hook: Hook::Uplink,
+                frame: ns(HOST_MAC, HOST_LL, GW_LL),
+                vlan: false,
+                want: Verdict::Pass,
+            },
+            Row {
+                what: "host talks to the internet over IPv6",
+                hook: Hook::Uplink,
+                frame: ping6(GW_MAC, HOST_MAC, HOST6, INET6),
+                vlan: false,
+                want: Verdict::Pass,
+            },
+            Row {
+                what: "/64 guest solicits the host's link-local address",
+                hook: vm_a,
+                frame: ns(VM_A_MAC, VM_A_LL, HOST_LL),
+                vlan: false,
+                want: to(UPLINK_IF, None, Path::VmToHost, Proto::Nd, 0),
+            },
+            Row {
+                what: "/64 guest solicits the host's global address",
+                hook: vm_a,
+                frame: ns(VM_A_MAC, VM_A6, HOST6),
+                vlan: false,
+                want: to(UPLINK_IF, None, Path::VmToHost, Proto::Nd, 0),
+            },
+            Row {
+                what: "/128 guest sends to the host via the gateway",
+                hook: vm_c,
+                frame: ping6(GW_MAC, VM_C_MAC, VM_C6, HOST6),
+                vlan: false,
+                want: to(UPLINK_IF, Some(HOST_MAC), Path::VmToHost, Proto::Ipv6, 0),
+            },
+            Row {
+                what: "/128 guest answers the host's solicitation",
+                hook: vm_c,
+                frame: na(HOST_MAC, VM_C_MAC, VM_C6, HOST6, VM_C6),
+                vlan: false,
+                want: to(UPLINK_IF, None, Path::VmToHost, Proto::Nd, 0),
+            },
+            Row {
+                what: "guest solicits the gateway",
+                hook: vm_a,
+                frame: ns(VM_A_MAC, VM_A_LL, GW_LL),
+                vlan: false,
+                want: Verdict::Pass,
+            },
+            Row {
+                what: "guest checks its own address (DAD)",
+                hook: vm_a,
+                frame: ns(VM_A_MAC, [0; 16], VM_A6),
+                vlan: false,
+                want: Verdict::Pass,
+            },
+            Row {
+                what: "guest routes via the host into a private IPv6 network",
+                hook: vm_a,
+                frame: ping6(HOST_MAC, VM_A_MAC, VM_A6, PRIVATE6),
+                vlan: false,
+                want: Verdict::Drop(DropReason::NotForHost),
+            },
+            Row {
+                what: "guest talks to the internet over IPv6",
+                hook: vm_a,
+                frame: ping6(GW_MAC, VM_A_MAC, VM_A6, INET6),
+                vlan: false,
+                want: Verdict::Pass,
+            },
+            Row {
+                what: "a routed solicitation (hop limit below 255) is plain IPv6",
+                hook: vm_a,
+                frame: {
+                    let mut f = ns(VM_A_MAC, VM_A_LL, HOST_LL);
+                    f[21] = 64;
+                    f
+                },
                 vlan: false,
                 want: Verdict::Pass,
             },

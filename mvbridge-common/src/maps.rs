@@ -52,9 +52,13 @@ pub struct Counter {
 
 /// Capacity of the address tables: 10,000 VMs with a few addresses each.
 pub const MAX_ENDPOINTS: u32 = 65_536;
+/// Capacity of the VM MAC table: one entry per VM.
+pub const MAX_VMS: u32 = 16_384;
 
 pub const MAP_SETTINGS: &str = "MVB_SETTINGS";
 pub const MAP_LOCAL4: &str = "MVB_LOCAL4";
+pub const MAP_LOCAL6: &str = "MVB_LOCAL6";
+pub const MAP_MACS: &str = "MVB_MACS";
 pub const MAP_PATHS: &str = "MVB_PATHS";
 pub const MAP_DROPS: &str = "MVB_DROPS";
 

@@ -3,7 +3,7 @@
 //! that does not parse is reported as `None` and left alone by the caller.
 
 use crate::frame::Frame;
-use crate::maps::{Ipv4Key, Mac};
+use crate::maps::{Ipv4Key, Ipv6Key, Mac};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -13,6 +13,14 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 const ARP_HTYPE_ETHER: u16 = 1;
 const ARP_LEN: usize = 28;
 const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const IPPROTO_ICMPV6: u8 = 58;
+/// Neighbour discovery messages: router solicitation (133) to redirect (137).
+const ND_FIRST: u8 = 133;
+const ND_LAST: u8 = 137;
+const ND_NEIGHBOUR_SOLICITATION: u8 = 135;
+/// ICMPv6 header (4) + reserved (4) + target address (16).
+const ND_MIN_LEN: usize = 24;
 
 /// The Ethernet header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,5 +100,82 @@ pub fn ipv4<F: Frame + ?Sized>(frame: &F) -> Option<Ipv4> {
     Some(Ipv4 {
         src: [h[12], h[13], h[14], h[15]],
         dst: [h[16], h[17], h[18], h[19]],
+    })
+}
+
+/// The fixed IPv6 header fields the decision needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6 {
+    pub src: Ipv6Key,
+    pub dst: Ipv6Key,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub payload_len: u16,
+}
+
+/// A neighbour discovery message (RFC 4861).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nd {
+    pub icmp_type: u8,
+    /// The target of a solicitation or advertisement (the IPv6 destination
+    /// for the other types).
+    pub target: Ipv6Key,
+}
+
+impl Nd {
+    pub const fn is_solicitation(&self) -> bool {
+        self.icmp_type == ND_NEIGHBOUR_SOLICITATION
+    }
+}
+
+/// Parses the fixed IPv6 header. The payload length must fit the frame
+/// (0 fits always: an empty payload, or a jumbo/BIG TCP super-packet whose
+/// length lives elsewhere).
+#[inline(always)]
+pub fn ipv6<F: Frame + ?Sized>(frame: &F) -> Option<Ipv6> {
+    let h: [u8; IPV6_HLEN] = frame.read(ETH_HLEN)?;
+    if h[0] >> 4 != 6 {
+        return None;
+    }
+    let payload_len = u16::from_be_bytes([h[4], h[5]]);
+    if ETH_HLEN + IPV6_HLEN + usize::from(payload_len) > frame.len() {
+        return None;
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    Some(Ipv6 {
+        src,
+        dst,
+        next_header: h[6],
+        hop_limit: h[7],
+        payload_len,
+    })
+}
+
+/// Recognises neighbour discovery. A message only counts as one when the
+/// receiver would accept it: ICMPv6 straight after the fixed header (no
+/// extension headers) and a hop limit of 255, i.e. it was not routed.
+#[inline(always)]
+pub fn nd<F: Frame + ?Sized>(frame: &F, ip: &Ipv6) -> Option<Nd> {
+    if ip.next_header != IPPROTO_ICMPV6 || ip.hop_limit != 255 {
+        return None;
+    }
+    let icmp_type: [u8; 1] = frame.read(ETH_HLEN + IPV6_HLEN)?;
+    let icmp_type = icmp_type[0];
+    if !(ND_FIRST..=ND_LAST).contains(&icmp_type) {
+        return None;
+    }
+    if icmp_type == ND_NEIGHBOUR_SOLICITATION || icmp_type == ND_NEIGHBOUR_SOLICITATION + 1 {
+        if usize::from(ip.payload_len) < ND_MIN_LEN {
+            return None;
+        }
+        let target: [u8; 16] = frame.read(ETH_HLEN + IPV6_HLEN + 8)?;
+        return Some(Nd { icmp_type, target });
+    }
+    Some(Nd {
+        icmp_type,
+        target: ip.dst,
     })
 }

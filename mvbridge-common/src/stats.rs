@@ -99,7 +99,7 @@ impl DropReason {
                 "VM frame to the host's MAC for an address the host does not own"
             }
             DropReason::ShimTransmit => "frame sent by the shim (kept off the wire)",
-            DropReason::Malformed => "VM frame to the host's MAC with a broken ARP/IPv4 header",
+            DropReason::Malformed => "VM frame to the host's MAC with a broken ARP/IP header",
             DropReason::RewriteFailed => "the kernel refused to rewrite a steered frame",
         }
     }

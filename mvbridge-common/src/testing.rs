@@ -4,8 +4,8 @@
 use std::vec::Vec;
 
 use crate::decide::Tables;
-use crate::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Mac, Settings};
-use crate::parse::{ETH_P_ARP, ETH_P_IP};
+use crate::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings};
+use crate::parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 
 pub const BROADCAST: Mac = [0xff; 6];
 pub const HOST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
@@ -24,10 +24,29 @@ pub const VM_C_IP: Ipv4Key = [203, 0, 113, 163];
 pub const INET_IP: Ipv4Key = [198, 51, 100, 10];
 pub const NAT_VM_IP: Ipv4Key = [192, 168, 122, 10];
 
+const fn v6(last: u16) -> Ipv6Key {
+    let [hi, lo] = last.to_be_bytes();
+    [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, hi, lo]
+}
+pub const HOST6: Ipv6Key = v6(0x2);
+pub const HOST_LL: Ipv6Key = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02];
+pub const GW_LL: Ipv6Key = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
+pub const VM_A6: Ipv6Key = v6(0x161);
+pub const VM_A_LL: Ipv6Key = [
+    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0, 0, 0xa1,
+];
+pub const VM_C6: Ipv6Key = v6(0x163);
+pub const INET6: Ipv6Key = [
+    0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+pub const PRIVATE6: Ipv6Key = [0xfd, 0, 0x01, 0x22, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+
 #[derive(Default)]
 pub struct TestTables {
     pub settings: Option<Settings>,
     pub local4: Vec<(Ipv4Key, Endpoint)>,
+    pub local6: Vec<(Ipv6Key, Endpoint)>,
+    pub macs: Vec<(Mac, Endpoint)>,
 }
 
 impl Tables for TestTables {
@@ -37,6 +56,14 @@ impl Tables for TestTables {
 
     fn local4(&self, addr: &Ipv4Key) -> Option<Endpoint> {
         self.local4.iter().find(|(a, _)| a == addr).map(|(_, e)| *e)
+    }
+
+    fn local6(&self, addr: &Ipv6Key) -> Option<Endpoint> {
+        self.local6.iter().find(|(a, _)| a == addr).map(|(_, e)| *e)
+    }
+
+    fn vm_by_mac(&self, mac: &Mac) -> Option<Endpoint> {
+        self.macs.iter().find(|(m, _)| m == mac).map(|(_, e)| *e)
     }
 }
 
@@ -50,8 +77,19 @@ pub fn endpoint(ifindex: u32, mac: Mac, kind: u8, vm: u32) -> Endpoint {
     }
 }
 
-/// The seed's host with VM a (/26 guest) and VM c (/32 guest).
+/// The seed's host with VM a (/26 and /64 guest) and VM c (/32 and /128).
 pub fn lab_tables() -> TestTables {
+    let host = endpoint(UPLINK_IF, HOST_MAC, ENDPOINT_HOST, 0);
+    let a = endpoint(VM_A_IF, VM_A_MAC, ENDPOINT_VM, 0);
+    let c = endpoint(VM_C_IF, VM_C_MAC, ENDPOINT_VM, 2);
+    TestTables {
+        local6: std::vec![(HOST6, host), (HOST_LL, host), (VM_A6, a), (VM_C6, c)],
+        macs: std::vec![(VM_A_MAC, a), (VM_C_MAC, c)],
+        ..lab_tables4()
+    }
+}
+
+fn lab_tables4() -> TestTables {
     TestTables {
         settings: Some(Settings {
             uplink_ifindex: UPLINK_IF,
@@ -64,6 +102,7 @@ pub fn lab_tables() -> TestTables {
             (VM_A_IP, endpoint(VM_A_IF, VM_A_MAC, ENDPOINT_VM, 0)),
             (VM_C_IP, endpoint(VM_C_IF, VM_C_MAC, ENDPOINT_VM, 2)),
         ],
+        ..TestTables::default()
     }
 }
 
@@ -119,4 +158,75 @@ pub fn checksum(bytes: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The solicited-node multicast MAC of an IPv6 address.
+pub fn solicited_mac(addr: &Ipv6Key) -> Mac {
+    [0x33, 0x33, 0xff, addr[13], addr[14], addr[15]]
+}
+
+/// The solicited-node multicast address of an IPv6 address.
+pub fn solicited(addr: &Ipv6Key) -> Ipv6Key {
+    let mut g = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    g[13..].copy_from_slice(&addr[13..]);
+    g
+}
+
+/// An IPv6 packet with `next` header and `payload`, hop limit `hops`.
+pub fn ipv6(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv6Key,
+    dst: Ipv6Key,
+    next: u8,
+    hops: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ip = std::vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    ip.push(next);
+    ip.push(hops);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(payload);
+    ether(dst_mac, src_mac, ETH_P_IPV6, &ip)
+}
+
+/// An ICMPv6 echo request (checksum left zero: the decision never reads it).
+pub fn ping6(dst_mac: Mac, src_mac: Mac, src: Ipv6Key, dst: Ipv6Key) -> Vec<u8> {
+    ipv6(
+        dst_mac,
+        src_mac,
+        src,
+        dst,
+        58,
+        64,
+        &[128, 0, 0, 0, 0, 1, 0, 1, b'm', b'v'],
+    )
+}
+
+/// A neighbour solicitation for `target`, sent to its solicited-node group.
+pub fn ns(src_mac: Mac, src: Ipv6Key, target: Ipv6Key) -> Vec<u8> {
+    let mut body = std::vec![135, 0, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(&target);
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&src_mac);
+    ipv6(
+        solicited_mac(&target),
+        src_mac,
+        src,
+        solicited(&target),
+        58,
+        255,
+        &body,
+    )
+}
+
+/// A solicited neighbour advertisement for `target`, unicast to `dst`.
+pub fn na(dst_mac: Mac, src_mac: Mac, src: Ipv6Key, dst: Ipv6Key, target: Ipv6Key) -> Vec<u8> {
+    let mut body = std::vec![136, 0, 0, 0, 0x60, 0, 0, 0];
+    body.extend_from_slice(&target);
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&src_mac);
+    ipv6(dst_mac, src_mac, src, dst, 58, 255, &body)
 }

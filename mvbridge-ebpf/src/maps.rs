@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use mvbridge_common::{
-    maps::{Counter, Endpoint, Ipv4Key, MAX_ENDPOINTS, Settings},
+    maps::{Counter, Endpoint, Ipv4Key, Ipv6Key, MAX_ENDPOINTS, MAX_VMS, Mac, Settings},
     stats::{DROP_SLOTS, PATH_SLOTS},
 };
 
@@ -15,6 +15,12 @@ pub static MVB_SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
 #[map]
 pub static MVB_LOCAL4: HashMap<Ipv4Key, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map]
+pub static MVB_LOCAL6: HashMap<Ipv6Key, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map]
+pub static MVB_MACS: HashMap<Mac, Endpoint> = HashMap::pinned(MAX_VMS, 0);
 
 #[map]
 pub static MVB_PATHS: PerCpuArray<Counter> = PerCpuArray::pinned(PATH_SLOTS, 0);

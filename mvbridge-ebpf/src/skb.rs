@@ -4,10 +4,10 @@ use aya_ebpf::programs::TcContext;
 use mvbridge_common::{
     decide::Tables,
     frame::Frame,
-    maps::{Endpoint, Ipv4Key, Settings},
+    maps::{Endpoint, Ipv4Key, Ipv6Key, Mac, Settings},
 };
 
-use crate::maps::{MVB_LOCAL4, MVB_SETTINGS};
+use crate::maps::{MVB_LOCAL4, MVB_LOCAL6, MVB_MACS, MVB_SETTINGS};
 
 /// Packet bytes through `bpf_skb_load_bytes`: it copies to the stack, works
 /// on non-linear skbs and bounds-checks against the skb for us.
@@ -36,9 +36,19 @@ impl Tables for Maps {
 
     #[inline(always)]
     fn local4(&self, addr: &Ipv4Key) -> Option<Endpoint> {
-        // SAFETY: the value is copied out at once; a concurrent update of the
-        // entry by the loader replaces it atomically (hash map semantics).
+        // SAFETY (all three): the value is copied out at once; a concurrent
+        // update by the loader replaces the entry as a whole.
         unsafe { MVB_LOCAL4.get(addr).copied() }
+    }
+
+    #[inline(always)]
+    fn local6(&self, addr: &Ipv6Key) -> Option<Endpoint> {
+        unsafe { MVB_LOCAL6.get(addr).copied() }
+    }
+
+    #[inline(always)]
+    fn vm_by_mac(&self, mac: &Mac) -> Option<Endpoint> {
+        unsafe { MVB_MACS.get(mac).copied() }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -19,7 +19,7 @@ pub struct Config {
     pub uplink: String,
     pub bpffs: PathBuf,
     /// The host's addresses; `None` means "read them from the uplink".
-    pub host_addresses: Option<Vec<Ipv4Addr>>,
+    pub host_addresses: Option<Vec<IpAddr>>,
     pub shim: Shim,
     pub vms: Vec<Vm>,
 }
@@ -37,7 +37,7 @@ pub struct Vm {
     /// True: mvbridge creates the macvtap; false: it adopts an existing one.
     pub create: bool,
     pub mac: Option<MacAddr>,
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
 }
 
 /// An Ethernet address as written in the config (`52:54:00:12:34:56`).
@@ -182,7 +182,7 @@ impl RawConfig {
             Some(list) => {
                 let mut out = Vec::new();
                 for a in &list {
-                    out.push(parse_address("host_addresses", a)?);
+                    out.push(parse_address("host_addresses", a, true)?);
                 }
                 Some(out)
             }
@@ -241,7 +241,7 @@ impl RawVm {
         }
         let mut addresses = Vec::new();
         for a in &self.addresses {
-            addresses.push(parse_address(&format!("{at} addresses"), a)?);
+            addresses.push(parse_address(&format!("{at} addresses"), a, false)?);
         }
         Ok(Vm {
             name: self.name,
@@ -268,7 +268,9 @@ fn check_ifname(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-fn parse_address(what: &str, text: &str) -> Result<Ipv4Addr, String> {
+/// A host or VM address: unicast, global in scope (a VM's link-local
+/// address is its own business and never needs steering), one family.
+fn parse_address(what: &str, text: &str, host: bool) -> Result<IpAddr, String> {
     let ip: IpAddr = text.parse().map_err(|_| {
         if text.contains('/') {
             format!("{what}: {text:?} has a prefix length; give the bare address")
@@ -276,24 +278,38 @@ fn parse_address(what: &str, text: &str) -> Result<Ipv4Addr, String> {
             format!("{what}: {text:?} is not an IP address")
         }
     })?;
-    let IpAddr::V4(v4) = ip else {
-        return Err(format!(
-            "{what}: {text} is an IPv6 address; only IPv4 is supported by this version"
-        ));
-    };
-    if v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_broadcast() {
-        return Err(format!(
-            "{what}: {v4} is not a unicast address a host or VM can own"
-        ));
+    let bad = |why: &str| Err(format!("{what}: {ip} is {why}"));
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_broadcast() {
+                return bad("not a unicast address a host or VM can own");
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return Err(format!(
+                    "{what}: {ip} is an IPv4 address in IPv6 clothing; write it as {v4}"
+                ));
+            }
+            if v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() {
+                return bad("not a unicast address a host or VM can own");
+            }
+            // fe80::/10: only meaningful per link. The host's link-local
+            // address is read from the uplink; a VM's is never steered by
+            // address (frames for it are delivered by MAC).
+            if !host && (v6.segments()[0] & 0xffc0) == 0xfe80 {
+                return bad("link-local; give the VM's global addresses");
+            }
+        }
     }
-    Ok(v4)
+    Ok(ip)
 }
 
 fn check_unique(config: &Config) -> Result<(), String> {
     let mut names = HashMap::new();
     let mut interfaces = HashMap::new();
     let mut macs = HashMap::new();
-    let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
+    let mut owners: HashMap<IpAddr, String> = HashMap::new();
     for addr in config.host_addresses.iter().flatten() {
         if owners.insert(*addr, "the host".into()).is_some() {
             return Err(format!("host_addresses lists {addr} twice"));
@@ -381,8 +397,21 @@ addresses = ["203.0.113.162"]
             c.vms[1].mac,
             Some(MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]))
         );
-        assert_eq!(c.vms[1].addresses, vec![Ipv4Addr::new(203, 0, 113, 162)]);
+        assert_eq!(
+            c.vms[1].addresses,
+            vec!["203.0.113.162".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(c.host_addresses, None);
+    }
+
+    #[test]
+    fn both_families_parse() {
+        let c = Config::parse(
+            "uplink = \"eth0\"\nhost_addresses = [\"203.0.113.157\", \"2001:db8:0:1::2\", \"fe80::2\"]\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"203.0.113.161\", \"2001:db8:0:1::161\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.host_addresses.as_ref().map(Vec::len), Some(3));
+        assert!(c.vms[0].addresses[1].is_ipv6());
     }
 
     #[test]
@@ -451,6 +480,26 @@ addresses = ["203.0.113.162"]
             (
                 "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = []\n",
                 "has no addresses",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"fe80::1\"]\n",
+                "fe80::1 is link-local",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"ff02::1\"]\n",
+                "not a unicast address",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"2001:db8::g\"]\n",
+                "\"2001:db8::g\" is not an IP address",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"::ffff:203.0.113.5\"]\n",
+                "write it as 203.0.113.5",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"2001:db8::5\", \"2001:DB8:0::5\"]\n",
+                "lists 2001:db8::5 twice",
             ),
         ];
         for (text, want) in cases {

@@ -4,6 +4,7 @@ mod bpffs;
 mod cli;
 mod config;
 mod datapath;
+mod desired;
 mod errno;
 mod netlink;
 mod plan;

@@ -1,6 +1,6 @@
 //! What mvbridge asks of rtnetlink: links, their attributes and addresses.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
@@ -257,10 +257,10 @@ impl Netlink {
             .map_err(|e| NetlinkError::new(format!("deleting link {index}"), e))
     }
 
-    /// The global-scope IPv4 addresses of a link.
-    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
-        let mut req = self.handle.address().get().set_link_index_filter(index);
-        req.message_mut().header.family = AddressFamily::Inet;
+    /// The addresses of a link that are its own: global IPv4 and IPv6,
+    /// and IPv6 link-local (neighbours on the segment use that one too).
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
+        let req = self.handle.address().get().set_link_index_filter(index);
         let msgs: Vec<AddressMessage> = req
             .execute()
             .try_collect()
@@ -268,14 +268,26 @@ impl Netlink {
             .map_err(|e| NetlinkError::new(format!("listing addresses of link {index}"), e))?;
         let mut out = Vec::new();
         for m in msgs {
-            if m.header.index != index || m.header.scope != AddressScope::Universe {
+            let scope_ok = match m.header.family {
+                AddressFamily::Inet => m.header.scope == AddressScope::Universe,
+                AddressFamily::Inet6 => {
+                    matches!(m.header.scope, AddressScope::Universe | AddressScope::Link)
+                }
+                _ => false,
+            };
+            if m.header.index != index || !scope_ok {
                 continue;
             }
-            for attr in &m.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
-                    out.push(*a);
-                }
-            }
+            // IPv4 carries the local address in IFA_LOCAL, IPv6 in IFA_ADDRESS.
+            let addr = m
+                .attributes
+                .iter()
+                .find_map(|a| match (a, m.header.family) {
+                    (AddressAttribute::Local(ip), AddressFamily::Inet) => Some(*ip),
+                    (AddressAttribute::Address(ip), AddressFamily::Inet6) => Some(*ip),
+                    _ => None,
+                });
+            out.extend(addr);
         }
         Ok(out)
     }

@@ -3,7 +3,7 @@
 //! before anything is changed.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::{Result, bail};
 use rtnetlink::packet_route::link::MacVlanMode;
@@ -33,7 +33,7 @@ pub fn is_ours(link: &Link) -> bool {
 #[derive(Debug)]
 pub struct Plan {
     pub uplink: Link,
-    pub host_addresses: Vec<Ipv4Addr>,
+    pub host_addresses: Vec<IpAddr>,
     pub vms: Vec<VmPlan>,
 }
 
@@ -67,10 +67,10 @@ pub async fn resolve(config: &Config, nl: &Netlink) -> Result<Plan> {
     let host_addresses = match &config.host_addresses {
         Some(list) => list.clone(),
         None => {
-            let found = nl.ipv4_addresses(uplink.index).await?;
-            if found.is_empty() {
+            let found = nl.addresses(uplink.index).await?;
+            if !found.iter().any(|a| a.is_ipv4() || is_global6(a)) {
                 bail!(
-                    "uplink {} has no global IPv4 address; give the host's addresses in host_addresses",
+                    "uplink {} has no global address; give the host's addresses in host_addresses",
                     uplink.name
                 );
             }
@@ -209,4 +209,8 @@ fn check_adoptable(vm: &Vm, link: Option<&Link>, uplink: &Link) -> Result<Mac> {
         );
     }
     Ok(mac)
+}
+
+fn is_global6(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) != 0xfe80)
 }

@@ -1,14 +1,12 @@
 //! Bringing the datapath up from a resolved plan, all or nothing: if any
 //! step fails, everything done so far is removed again.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
-use mvbridge_common::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Settings};
 
 use crate::bpffs::{self, PinDir};
 use crate::config::Config;
 use crate::datapath::{Datapath, Role};
+use crate::desired::{Desired, VmEntry};
 use crate::netlink::{Link, Netlink};
 use crate::plan::{self, Plan};
 use crate::tables::Tables;
@@ -62,19 +60,31 @@ async fn build(config: &Config, plan: Plan, nl: &Netlink, pins: &PinDir) -> Resu
 
     let mut datapath = Datapath::load(pins)?;
     let mut tables = Tables::open(pins).map_err(anyhow::Error::msg)?;
-    tables
-        .set_settings(&settings(&plan.uplink, &shim))
-        .map_err(anyhow::Error::msg)?;
-    tables
-        .sync_local4(&local4(config, &plan.uplink, &plan.host_addresses, &vms))
-        .map_err(anyhow::Error::msg)?;
+    let entries: Vec<VmEntry<'_>> = vms
+        .iter()
+        .map(|vm| VmEntry {
+            link: &vm.link,
+            addresses: config
+                .vms
+                .iter()
+                .find(|v| v.name == vm.name)
+                .map(|v| v.addresses.as_slice())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let desired = Desired::new(&plan.uplink, &shim, &plan.host_addresses, &entries);
+    tables.sync(&desired).map_err(anyhow::Error::msg)?;
 
-    // VM hooks first and the uplink last: host->VM steering only starts
+    // The shim's guard before the shim comes up: bringing a link up makes
+    // the stack send (an MLD report for ff02::2 on a forwarding host, from
+    // ::), and none of that may reach the wire.
+    datapath.attach(Role::Shim, &shim.name, pins)?;
+    nl.set_up(shim.index).await?;
+    // VM hooks next and the uplink last: host->VM steering only starts
     // once every return path is in place.
     for vm in &vms {
         datapath.attach(Role::Vm, &vm.link.name, pins)?;
     }
-    datapath.attach(Role::Shim, &shim.name, pins)?;
     datapath.attach(Role::Uplink, &plan.uplink.name, pins)?;
     Ok(Running {
         uplink: plan.uplink,
@@ -85,7 +95,8 @@ async fn build(config: &Config, plan: Plan, nl: &Netlink, pins: &PinDir) -> Resu
 
 /// The shim: a bridge-mode macvlan that never speaks. No ARP, no IPv6
 /// address (so no DAD, RS or MLD), and its egress hook drops whatever the
-/// stack still tries to send, so its MAC never reaches the wire.
+/// stack still tries to send, so its MAC never reaches the wire. Created
+/// down; `build` brings it up once the hook is in place.
 async fn create_shim(config: &Config, uplink: &Link, nl: &Netlink) -> Result<Link> {
     let name = &config.shim.name;
     let shim = nl
@@ -93,7 +104,6 @@ async fn create_shim(config: &Config, uplink: &Link, nl: &Netlink) -> Result<Lin
         .await?;
     nl.set_alias(shim.index, &plan::shim_alias()).await?;
     nl.disable_ipv6_addresses(shim.index).await?;
-    nl.set_up(shim.index).await?;
     Ok(shim)
 }
 
@@ -107,54 +117,4 @@ async fn create_vm_link(vm: &crate::config::Vm, uplink: &Link, nl: &Netlink) -> 
     nl.set_alias(link.index, &plan::vm_alias(vm)).await?;
     nl.set_up(link.index).await?;
     Ok(link)
-}
-
-pub fn settings(uplink: &Link, shim: &Link) -> Settings {
-    Settings {
-        uplink_ifindex: uplink.index,
-        uplink_mac: uplink.mac.unwrap_or_default(),
-        shim_mac: shim.mac.unwrap_or_default(),
-        shim_ifindex: shim.index,
-    }
-}
-
-/// The IPv4 table: each host address lives on the uplink, each VM address
-/// on its macvtap, with the MAC frames for it must carry.
-pub fn local4(
-    config: &Config,
-    uplink: &Link,
-    host_addresses: &[std::net::Ipv4Addr],
-    vms: &[VmLink],
-) -> BTreeMap<Ipv4Key, Endpoint> {
-    let mut out = BTreeMap::new();
-    for a in host_addresses {
-        out.insert(
-            a.octets(),
-            Endpoint {
-                ifindex: uplink.index,
-                mac: uplink.mac.unwrap_or_default(),
-                kind: ENDPOINT_HOST,
-                _pad: 0,
-                vm: 0,
-            },
-        );
-    }
-    for (i, vm) in vms.iter().enumerate() {
-        let Some(cfg) = config.vms.iter().find(|v| v.name == vm.name) else {
-            continue;
-        };
-        for a in &cfg.addresses {
-            out.insert(
-                a.octets(),
-                Endpoint {
-                    ifindex: vm.link.index,
-                    mac: vm.link.mac.unwrap_or_default(),
-                    kind: ENDPOINT_VM,
-                    _pad: 0,
-                    vm: i as u32,
-                },
-            );
-        }
-    }
-    out
 }

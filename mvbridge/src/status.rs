@@ -1,12 +1,12 @@
 //! `mvbridge status`: what is attached, the address table and counters,
 //! read from the kernel (pins, TCX queries, netlink), never from the daemon.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mvbridge_common::maps::ENDPOINT_HOST;
+use mvbridge_common::maps::{ENDPOINT_HOST, Endpoint};
 use serde::Serialize;
 
 use crate::bpffs::PinDir;
@@ -21,7 +21,7 @@ struct Report {
     attached: bool,
     uplink: String,
     hooks: Vec<Hook>,
-    host_addresses: Vec<Ipv4Addr>,
+    host_addresses: Vec<IpAddr>,
     vms: Vec<VmRow>,
     paths: Vec<PathRow>,
     drops: Vec<DropRow>,
@@ -44,7 +44,7 @@ struct VmRow {
     ifindex: Option<u32>,
     mac: Option<String>,
     tap: Option<String>,
-    addresses: Vec<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
 }
 
 #[derive(Serialize)]
@@ -88,11 +88,24 @@ async fn collect(config: &Config, nl: &Netlink) -> Result<Report> {
     }
 
     let tables = Tables::open(&pins).ok();
-    let entries = tables.as_ref().map(|t| t.local4()).unwrap_or_default();
-    let mut host_addresses: Vec<Ipv4Addr> = entries
+    // Both address tables as one list of (address, endpoint).
+    let entries: Vec<(IpAddr, Endpoint)> = match &tables {
+        Some(t) => t
+            .local4()
+            .into_iter()
+            .map(|(k, e)| (IpAddr::from(Ipv4Addr::from(k)), e))
+            .chain(
+                t.local6()
+                    .into_iter()
+                    .map(|(k, e)| (IpAddr::from(Ipv6Addr::from(k)), e)),
+            )
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut host_addresses: Vec<IpAddr> = entries
         .iter()
         .filter(|(_, e)| e.kind == ENDPOINT_HOST)
-        .map(|(k, _)| Ipv4Addr::from(*k))
+        .map(|(a, _)| *a)
         .collect();
     host_addresses.sort();
 
@@ -100,10 +113,10 @@ async fn collect(config: &Config, nl: &Netlink) -> Result<Report> {
     for vm in &config.vms {
         let link = nl.link_by_name(&vm.interface).await?;
         let ifindex = link.as_ref().map(|l| l.index);
-        let mut addresses: Vec<Ipv4Addr> = entries
+        let mut addresses: Vec<IpAddr> = entries
             .iter()
             .filter(|(_, e)| e.kind != ENDPOINT_HOST && Some(e.ifindex) == ifindex)
-            .map(|(k, _)| Ipv4Addr::from(*k))
+            .map(|(a, _)| *a)
             .collect();
         addresses.sort();
         vms.push(VmRow {

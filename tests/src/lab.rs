@@ -1,20 +1,22 @@
 //! The seed's hosting setup, rebuilt in network namespaces:
 //!
 //! ```text
-//!  inet (198.51.100.10) --- gw (198.51.100.1 | 203.0.113.129/26)
-//!                                     | wire0
-//!                                     | (the uplink's cable: a veth)
-//!                                     | enp9s0
-//!  host 203.0.113.157/32, default via .129 on-link, NAT bridge virbr0
-//!   |-- virbr0 192.168.122.1/24 -- natvm 192.168.122.10 (masqueraded)
-//!   |-- macvtap0 (bridge) -- guest a: 203.0.113.161/26 via .129
-//!   |-- mvt-web  (bridge, created by mvbridge) -- guest b: .162/26
-//!   `-- macvtap2 (bridge) -- guest c: 203.0.113.163/32, default via .129 on-link
+//!  inet 198.51.100.10, 2001:db8:ffff::10
+//!   |
+//!  gw 203.0.113.129/26, 2001:db8:0:1::1/64 and fe80::1 on wire0
+//!   | wire0 (the uplink's cable: a veth)
+//!   | enp9s0
+//!  host 203.0.113.157/32 default via .129 on-link; 2001:db8:0:1::2/64 default via fe80::1
+//!   |-- virbr0 192.168.122.1/24, fd00:122::1/64 -- natvm .10 (IPv4 masqueraded)
+//!   |-- macvtap0 (bridge) -- guest a: 203.0.113.161/26, 2001:db8:0:1::161/64
+//!   |-- mvt-web  (bridge, created by mvbridge) -- guest b: .162/26, ::162/64
+//!   `-- macvtap2 (bridge) -- guest c: 203.0.113.163/32 and ::163/128, on-link gateways
 //! ```
+//! Every guest's IPv6 default route is `via fe80::1`, as hosters document.
 //! Guests are played by `mvb-guest` on the macvtap's tap device, so the
 //! real macvtap datapath is exercised. Dropping the lab removes it all.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -30,6 +32,12 @@ pub const HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 157);
 pub const INET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 pub const NAT_GW: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 1);
 pub const NAT_VM: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 10);
+pub const HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 2);
+pub const GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
+pub const GW_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+pub const INET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x10);
+pub const NAT_GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x122, 0, 0, 0, 0, 0, 1);
+pub const NAT_VM6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x122, 0, 0, 0, 0, 0, 0x10);
 pub const UPLINK: &str = "enp9s0";
 pub const WIRE: &str = "wire0";
 pub const SHIM: &str = "mvb0";
@@ -43,6 +51,9 @@ pub struct VmSpec {
     pub addr: Ipv4Addr,
     /// 26: the installer's on-link subnet; 32: the old /32 + on-link gateway.
     pub prefix: u8,
+    pub addr6: Ipv6Addr,
+    /// 64: on-link /64; 128: a single address. Both route via fe80::1.
+    pub prefix6: u8,
     /// True: mvbridge creates the macvtap (`create = true`); false: the
     /// lab creates it first, as libvirt does, and mvbridge adopts it.
     pub created_by_mvbridge: bool,
@@ -56,6 +67,8 @@ pub fn seed_vms() -> Vec<VmSpec> {
             mac: "52:54:00:00:00:a1",
             addr: Ipv4Addr::new(203, 0, 113, 161),
             prefix: 26,
+            addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x161),
+            prefix6: 64,
             created_by_mvbridge: false,
         },
         VmSpec {
@@ -64,6 +77,8 @@ pub fn seed_vms() -> Vec<VmSpec> {
             mac: "52:54:00:00:00:b2",
             addr: Ipv4Addr::new(203, 0, 113, 162),
             prefix: 26,
+            addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x162),
+            prefix6: 64,
             created_by_mvbridge: true,
         },
         VmSpec {
@@ -72,6 +87,8 @@ pub fn seed_vms() -> Vec<VmSpec> {
             mac: "52:54:00:00:00:c3",
             addr: Ipv4Addr::new(203, 0, 113, 163),
             prefix: 32,
+            addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x163),
+            prefix6: 128,
             created_by_mvbridge: false,
         },
     ]
@@ -124,25 +141,24 @@ impl Lab {
         for spec in &specs {
             lab.guest_ns.push(ns(&format!("vm-{}", spec.key))?);
         }
+        // DAD would make every fresh address wait a second or two; the lab
+        // has no duplicates to detect.
+        for n in [&lab.gw, &lab.inet, &lab.host, &lab.natvm]
+            .into_iter()
+            .chain(lab.guest_ns.iter())
+        {
+            n.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+            n.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        }
         lab.wire_gateway()?;
         lab.wire_host()?;
         for spec in &specs {
             if !spec.created_by_mvbridge {
-                lab.host.ip(&[
-                    "link",
-                    "add",
-                    "link",
-                    UPLINK,
-                    "name",
-                    spec.interface,
-                    "address",
-                    spec.mac,
-                    "type",
-                    "macvtap",
-                    "mode",
-                    "bridge",
-                ])?;
-                lab.host.ip(&["link", "set", spec.interface, "up"])?;
+                lab.host.ipw(&format!(
+                    "link add link {UPLINK} name {} address {} type macvtap mode bridge",
+                    spec.interface, spec.mac
+                ))?;
+                lab.host.ipw(&format!("link set {} up", spec.interface))?;
                 lab.start_guest(spec.key)?;
             }
         }
@@ -151,29 +167,29 @@ impl Lab {
 
     fn wire_gateway(&self) -> Result<()> {
         let (gw, inet) = (&self.gw, &self.inet);
-        gw.ip(&[
-            "link", "add", "inet0", "type", "veth", "peer", "name", "eth0", "netns", &inet.name,
-        ])?;
-        gw.ip(&["addr", "add", "198.51.100.1/24", "dev", "inet0"])?;
-        gw.ip(&["link", "set", "inet0", "up"])?;
-        inet.ip(&["addr", "add", "198.51.100.10/24", "dev", "eth0"])?;
-        inet.ip(&["link", "set", "eth0", "up"])?;
-        inet.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
-        gw.ip(&[
-            "link",
-            "add",
-            WIRE,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UPLINK,
-            "netns",
-            &self.host.name,
-        ])?;
-        gw.ip(&["addr", "add", "203.0.113.129/26", "dev", WIRE])?;
-        gw.ip(&["link", "set", WIRE, "up"])?;
+        gw.ipw(&format!(
+            "link add inet0 type veth peer name eth0 netns {}",
+            inet.name
+        ))?;
+        gw.ipw("addr add 198.51.100.1/24 dev inet0")?;
+        gw.ipw("addr add 2001:db8:ffff::1/64 dev inet0")?;
+        gw.ipw("link set inet0 up")?;
+        inet.ipw("addr add 198.51.100.10/24 dev eth0")?;
+        inet.ipw("addr add 2001:db8:ffff::10/64 dev eth0")?;
+        inet.ipw("link set eth0 up")?;
+        inet.ipw("route add default via 198.51.100.1")?;
+        inet.ipw("-6 route add default via 2001:db8:ffff::1")?;
+
+        gw.ipw(&format!(
+            "link add {WIRE} type veth peer name {UPLINK} netns {}",
+            self.host.name
+        ))?;
+        gw.ipw(&format!("addr add 203.0.113.129/26 dev {WIRE}"))?;
+        gw.ipw(&format!("addr add 2001:db8:0:1::1/64 dev {WIRE}"))?;
+        gw.ipw(&format!("addr add fe80::1/64 dev {WIRE}"))?;
+        gw.ipw(&format!("link set {WIRE} up"))?;
         gw.sysctl("net.ipv4.ip_forward", "1")?;
+        gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         // A hoster's router does not redirect customers to each other;
         // redirects would also leave cached routes in the guests.
         gw.sysctl("net.ipv4.conf.all.send_redirects", "0")?;
@@ -183,56 +199,36 @@ impl Lab {
 
     fn wire_host(&self) -> Result<()> {
         let h = &self.host;
-        h.ip(&["addr", "add", "203.0.113.157/32", "dev", UPLINK])?;
-        h.ip(&["link", "set", UPLINK, "up"])?;
-        h.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "203.0.113.129",
-            "dev",
-            UPLINK,
-            "onlink",
-        ])?;
         h.sysctl("net.ipv4.ip_forward", "1")?;
-        // The NAT network, as libvirt's "default" network builds it.
-        h.ip(&["link", "add", "virbr0", "type", "bridge"])?;
-        h.ip(&["addr", "add", "192.168.122.1/24", "dev", "virbr0"])?;
-        h.ip(&["link", "set", "virbr0", "up"])?;
-        h.ip(&[
-            "link",
-            "add",
-            "vnet0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &self.natvm.name,
-        ])?;
-        h.ip(&["link", "set", "vnet0", "master", "virbr0", "up"])?;
-        h.run(&[
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-s",
-            "192.168.122.0/24",
-            "!",
-            "-d",
-            "192.168.122.0/24",
-            "-o",
-            UPLINK,
-            "-j",
-            "MASQUERADE",
-        ])?;
+        h.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        h.ipw(&format!("addr add 203.0.113.157/32 dev {UPLINK}"))?;
+        h.ipw(&format!("addr add 2001:db8:0:1::2/64 dev {UPLINK}"))?;
+        h.ipw(&format!("link set {UPLINK} up"))?;
+        h.ipw(&format!(
+            "route add default via 203.0.113.129 dev {UPLINK} onlink"
+        ))?;
+        h.ipw(&format!("-6 route add default via fe80::1 dev {UPLINK}"))?;
+
+        // The NAT network, as libvirt's "default" network builds it (plus a
+        // private IPv6 prefix, which VMs must not reach either).
+        h.ipw("link add virbr0 type bridge")?;
+        h.ipw("addr add 192.168.122.1/24 dev virbr0")?;
+        h.ipw("addr add fd00:122::1/64 dev virbr0")?;
+        h.ipw("link set virbr0 up")?;
+        h.ipw(&format!(
+            "link add vnet0 type veth peer name eth0 netns {}",
+            self.natvm.name
+        ))?;
+        h.ipw("link set vnet0 master virbr0 up")?;
+        h.runw(&format!(
+            "iptables -t nat -A POSTROUTING -s 192.168.122.0/24 ! -d 192.168.122.0/24 -o {UPLINK} -j MASQUERADE"
+        ))?;
         let n = &self.natvm;
-        n.ip(&["addr", "add", "192.168.122.10/24", "dev", "eth0"])?;
-        n.ip(&["link", "set", "eth0", "up"])?;
-        n.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
+        n.ipw("addr add 192.168.122.10/24 dev eth0")?;
+        n.ipw("addr add fd00:122::10/64 dev eth0")?;
+        n.ipw("link set eth0 up")?;
+        n.ipw("route add default via 192.168.122.1")?;
+        n.ipw("-6 route add default via fd00:122::1")?;
         Ok(())
     }
 
@@ -258,29 +254,18 @@ impl Lab {
         let spec = self.spec(key).clone();
         let ns = self.guest(key);
         let guest = Guest::start(&self.host, &spec, ns, &self.dir)?;
-        ns.ip(&["link", "set", "eth0", "address", spec.mac])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{}/{}", spec.addr, spec.prefix),
-            "dev",
-            "eth0",
-        ])?;
+        ns.ipw(&format!("link set eth0 address {} up", spec.mac))?;
+        ns.ipw(&format!("addr add {}/{} dev eth0", spec.addr, spec.prefix))?;
+        ns.ipw(&format!(
+            "addr add {}/{} dev eth0",
+            spec.addr6, spec.prefix6
+        ))?;
         if spec.prefix == 32 {
-            ns.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                "203.0.113.129",
-                "dev",
-                "eth0",
-                "onlink",
-            ])?;
+            ns.ipw("route add default via 203.0.113.129 dev eth0 onlink")?;
         } else {
-            ns.ip(&["route", "add", "default", "via", "203.0.113.129"])?;
+            ns.ipw("route add default via 203.0.113.129")?;
         }
+        ns.ipw("-6 route add default via fe80::1 dev eth0")?;
         self.guests.retain(|g| g.key != key);
         self.guests.push(guest);
         Ok(())
@@ -304,11 +289,32 @@ impl Lab {
         self.host_mac(UPLINK)
     }
 
-    /// Every address a local endpoint can use as a source or destination.
+    /// Every IPv4 address a local endpoint can use.
     pub fn local_addresses(&self) -> Vec<Ipv4Addr> {
         let mut v = vec![HOST, NAT_GW, NAT_VM];
         v.extend(self.specs.iter().map(|s| s.addr));
         v
+    }
+
+    /// Every IPv6 address a local endpoint can use, link-local included.
+    pub fn local_addresses6(&self) -> Vec<Ipv6Addr> {
+        let mut v = vec![HOST6, NAT_GW6, NAT_VM6];
+        v.extend(self.specs.iter().map(|s| s.addr6));
+        let mut lls = vec![self.link_local(&self.host, UPLINK)];
+        for (i, _) in self.specs.iter().enumerate() {
+            lls.push(self.link_local(&self.guest_ns[i], "eth0"));
+        }
+        v.extend(lls.into_iter().flatten());
+        v
+    }
+
+    /// The link-local address of `ifname` in `ns`, if it has one.
+    pub fn link_local(&self, ns: &Netns, ifname: &str) -> Option<Ipv6Addr> {
+        let out = ns.ip(&["-6", "-br", "addr", "show", "dev", ifname]).ok()?;
+        out.split_whitespace()
+            .filter_map(|w| w.split('/').next())
+            .filter_map(|a| a.parse::<Ipv6Addr>().ok())
+            .find(|a| a.segments()[0] == 0xfe80)
     }
 
     pub fn bpffs(&self) -> PathBuf {
@@ -323,8 +329,8 @@ impl Lab {
         );
         for s in &self.specs {
             c.push_str(&format!(
-                "\n[[vm]]\nname = \"{}\"\ninterface = \"{}\"\naddresses = [\"{}\"]\n",
-                s.key, s.interface, s.addr
+                "\n[[vm]]\nname = \"{}\"\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n",
+                s.key, s.interface, s.addr, s.addr6
             ));
             if s.created_by_mvbridge {
                 c.push_str(&format!("create = true\nmac = \"{}\"\n", s.mac));

@@ -1,11 +1,18 @@
 //! The ping matrix of the seed's write-up: who reaches whom.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::lab::{HOST, INET, Lab, NAT_VM};
+use crate::lab::{HOST, HOST6, INET, INET6, Lab, NAT_VM};
 use crate::netns::Netns;
 use crate::traffic::ping_retry;
 use crate::wire::Frame;
+
+/// Which address family a probe uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
 
 /// One probe and its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,15 +34,32 @@ impl Lab {
         }
     }
 
+    /// The IPv6 address of a named endpoint (the NAT VM has no public one).
+    pub fn endpoint6(&self, name: &str) -> (&Netns, Ipv6Addr) {
+        match name {
+            "host" => (&self.host, HOST6),
+            "inet" => (&self.inet, INET6),
+            vm => (self.guest(vm), self.spec(vm).addr6),
+        }
+    }
+
     /// Pairs whose traffic is local to the host: host/NAT VM <-> VMs and
     /// VM <-> VM. None of it may cross the uplink.
     pub fn local_pairs(&self) -> Vec<(String, String)> {
+        self.local_pairs_of(Family::V4)
+    }
+
+    /// Local pairs for one family: over IPv6 the NAT VM has no public
+    /// address (libvirt's default network does not NAT IPv6).
+    pub fn local_pairs_of(&self, family: Family) -> Vec<(String, String)> {
         let vms: Vec<String> = self.guests.iter().map(|g| g.key.to_string()).collect();
         let mut pairs = Vec::new();
         for vm in &vms {
             pairs.push(("host".to_string(), vm.clone()));
             pairs.push((vm.clone(), "host".to_string()));
-            pairs.push(("natvm".to_string(), vm.clone()));
+            if family == Family::V4 {
+                pairs.push(("natvm".to_string(), vm.clone()));
+            }
             for other in &vms {
                 if other != vm {
                     pairs.push((vm.clone(), other.clone()));
@@ -47,7 +71,15 @@ impl Lab {
 
     /// Pairs that leave the host: everyone to the internet host.
     pub fn internet_pairs(&self) -> Vec<(String, String)> {
-        let mut pairs: Vec<(String, String)> = ["host", "natvm"]
+        self.internet_pairs_of(Family::V4)
+    }
+
+    pub fn internet_pairs_of(&self, family: Family) -> Vec<(String, String)> {
+        let from: &[&str] = match family {
+            Family::V4 => &["host", "natvm"],
+            Family::V6 => &["host"],
+        };
+        let mut pairs: Vec<(String, String)> = from
             .iter()
             .map(|f| (f.to_string(), "inet".to_string()))
             .collect();
@@ -58,11 +90,17 @@ impl Lab {
     }
 
     pub fn probe(&self, pairs: &[(String, String)]) -> Vec<Probe> {
+        self.probe_of(Family::V4, pairs)
+    }
+
+    pub fn probe_of(&self, family: Family, pairs: &[(String, String)]) -> Vec<Probe> {
         pairs
             .iter()
             .map(|(from, to)| {
-                let (ns, _) = self.endpoint(from);
-                let (_, addr) = self.endpoint(to);
+                let (ns, addr): (&Netns, IpAddr) = match family {
+                    Family::V4 => (self.endpoint(from).0, self.endpoint(to).1.into()),
+                    Family::V6 => (self.endpoint6(from).0, self.endpoint6(to).1.into()),
+                };
                 Probe {
                     from: from.clone(),
                     to: to.clone(),

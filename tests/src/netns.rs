@@ -43,6 +43,19 @@ impl Netns {
         sh::run(&full)
     }
 
+    /// `ip` with its arguments in one string, split on whitespace:
+    /// `ns.ipw("route add default via 203.0.113.129")`.
+    pub fn ipw(&self, args: &str) -> Result<String> {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        self.ip(&args)
+    }
+
+    /// A command in one string, split on whitespace, run inside.
+    pub fn runw(&self, cmd: &str) -> Result<String> {
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        self.run(&args)
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.run(&["sysctl", "-qw", &format!("{key}={value}")])?;
         Ok(())

@@ -1,23 +1,30 @@
 //! Traffic between the lab's namespaces, and only between them.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::netns::Netns;
 
-/// One echo request with a one-second deadline.
-pub fn ping(from: &Netns, to: Ipv4Addr) -> bool {
-    from.output(&["ping", "-c", "1", "-W", "1", "-q", &to.to_string()])
+/// One echo request with a one-second deadline (IPv4 or IPv6; a
+/// link-local IPv6 target needs `ping_scoped`).
+pub fn ping(from: &Netns, to: impl Into<IpAddr>) -> bool {
+    ping_scoped(from, &to.into().to_string())
+}
+
+/// Pings a target given as text, e.g. `fe80::1%eth0`.
+pub fn ping_scoped(from: &Netns, target: &str) -> bool {
+    from.output(&["ping", "-c", "1", "-W", "1", "-q", target])
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
 
-/// Pings until one answer comes back (ARP or a just-attached hook may
+/// Pings until one answer comes back (ARP/ND or a just-attached hook may
 /// cost the first one), at most `tries` times.
-pub fn ping_retry(from: &Netns, to: Ipv4Addr, tries: u32) -> bool {
+pub fn ping_retry(from: &Netns, to: impl Into<IpAddr>, tries: u32) -> bool {
+    let to = to.into();
     (0..tries).any(|_| ping(from, to))
 }
 
@@ -26,7 +33,13 @@ pub struct Listener {
     pub port: u16,
 }
 
-pub fn listen(ns: &Netns, addr: Ipv4Addr, port: u16, greeting: &'static [u8]) -> Result<Listener> {
+pub fn listen(
+    ns: &Netns,
+    addr: impl Into<IpAddr>,
+    port: u16,
+    greeting: &'static [u8],
+) -> Result<Listener> {
+    let addr = addr.into();
     let listener = ns.in_ns(move || TcpListener::bind(SocketAddr::from((addr, port))))??;
     std::thread::spawn(move || {
         for mut stream in listener.incoming().map_while(Result::ok) {
@@ -38,7 +51,8 @@ pub fn listen(ns: &Netns, addr: Ipv4Addr, port: u16, greeting: &'static [u8]) ->
 
 /// Connects from `ns` and reads what the server says; `None` when the
 /// connection fails or times out.
-pub fn connect(ns: &Netns, addr: Ipv4Addr, port: u16) -> Option<Vec<u8>> {
+pub fn connect(ns: &Netns, addr: impl Into<IpAddr>, port: u16) -> Option<Vec<u8>> {
+    let addr = addr.into();
     ns.in_ns(move || {
         let target = SocketAddr::from((addr, port));
         let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok()?;
@@ -99,4 +113,82 @@ pub fn arp_request(sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
     f.extend_from_slice(&tpa.octets());
     f.resize(60, 0);
     f
+}
+
+/// Sends a UDP datagram from `ns` to a port nobody listens on and reports
+/// whether the ICMP(v6) "port unreachable" made it back (the socket then
+/// fails with ECONNREFUSED).
+pub fn udp_refused(ns: &Netns, addr: impl Into<IpAddr>, port: u16) -> bool {
+    let target = SocketAddr::from((addr.into(), port));
+    ns.in_ns(move || {
+        let any: SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let s = UdpSocket::bind(any).ok()?;
+        s.connect(target).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        for _ in 0..3 {
+            let _ = s.send(b"mvbridge");
+            let mut buf = [0u8; 16];
+            if let Err(e) = s.recv(&mut buf)
+                && e.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                return Some(true);
+            }
+        }
+        Some(false)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// Sends an ICMPv6 "packet too big" from `from` (in `ns`) to `to`, about an
+/// echo request `to` sent to `from`: the message a router on the path
+/// would send, which `to` must accept.
+pub fn send_packet_too_big(
+    ns: &Netns,
+    from: std::net::Ipv6Addr,
+    to: std::net::Ipv6Addr,
+    mtu: u32,
+) -> Result<()> {
+    // The invoking packet: IPv6 header + an echo request, as `to` sent it.
+    let mut inner = vec![0x60, 0, 0, 0, 0, 8, 58, 64];
+    inner.extend_from_slice(&to.octets());
+    inner.extend_from_slice(&from.octets());
+    inner.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
+    let mut msg = vec![2, 0, 0, 0];
+    msg.extend_from_slice(&mtu.to_be_bytes());
+    msg.extend_from_slice(&inner);
+    ns.in_ns(move || -> std::io::Result<()> {
+        // SAFETY: plain socket calls with valid arguments; the fd is
+        // closed before returning. The kernel fills in the checksum.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut src: libc::sockaddr_in6 = std::mem::zeroed();
+            src.sin6_family = libc::AF_INET6 as u16;
+            src.sin6_addr.s6_addr = from.octets();
+            let size = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+            let mut dst = src;
+            dst.sin6_addr.s6_addr = to.octets();
+            let ok = libc::bind(fd, (&src as *const libc::sockaddr_in6).cast(), size) == 0
+                && libc::sendto(
+                    fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&dst as *const libc::sockaddr_in6).cast(),
+                    size,
+                ) >= 0;
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if ok { Ok(()) } else { Err(err) }
+        }
+    })??;
+    Ok(())
 }

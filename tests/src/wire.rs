@@ -56,6 +56,17 @@ impl Frame {
         })
     }
 
+    /// The target of a neighbour solicitation or advertisement.
+    pub fn nd_target(&self) -> Option<std::net::Ipv6Addr> {
+        let b = &self.bytes;
+        if self.ethertype != 0x86dd || b.len() < 78 || b[20] != 58 || !(135..=136).contains(&b[54])
+        {
+            return None;
+        }
+        let t: [u8; 16] = b[62..78].try_into().ok()?;
+        Some(t.into())
+    }
+
     /// IPv6 source and destination.
     pub fn ipv6(&self) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
         if self.ethertype != 0x86dd || self.bytes.len() < 54 {

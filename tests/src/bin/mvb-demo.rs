@@ -1,45 +1,73 @@
 //! `cargo xtask demo`: the seed's hosting setup in namespaces, first as it
-//! is (broken), then with mvbridge (fixed), with what crossed the uplink.
+//! is (broken), then with mvbridge (fixed), over IPv4 and IPv6, with what
+//! crossed the uplink's wire meanwhile.
 
-use std::net::Ipv4Addr;
+use std::io::Write;
+use std::net::IpAddr;
 
 use anyhow::Result;
 use mvbridge_tests::daemon::{self, Daemon};
 use mvbridge_tests::lab::{Lab, SHIM, WIRE};
+use mvbridge_tests::matrix::Family;
 use mvbridge_tests::traffic::ping_retry;
 use mvbridge_tests::wire::WireTap;
 
 const FROM: [&str; 5] = ["host", "natvm", "a", "b", "c"];
 const TO: [&str; 5] = ["host", "a", "b", "c", "inet"];
 
-fn label(lab: &Lab, name: &str) -> String {
-    match name {
-        "host" | "natvm" | "inet" => name.to_owned(),
-        vm => format!("{vm} /{}", lab.spec(vm).prefix),
+fn label(lab: &Lab, name: &str, family: Family) -> String {
+    match (name, family) {
+        ("host" | "natvm" | "inet", _) => name.to_owned(),
+        (vm, Family::V4) => format!("{vm} /{}", lab.spec(vm).prefix),
+        (vm, Family::V6) => format!("{vm} /{}", lab.spec(vm).prefix6),
     }
 }
 
-/// Pings every pair, prints the grid, returns local frames seen on the wire.
-fn matrix(lab: &Lab, title: &str) -> Result<usize> {
+/// Pings every pair over both families, prints the grids, returns the
+/// local frames seen on the wire meanwhile.
+fn matrices(lab: &Lab, title: &str) -> Result<usize> {
+    let tap = WireTap::start(&lab.gw, WIRE)?;
+    matrix(lab, &format!("{title}, IPv4"), Family::V4)?;
+    matrix(
+        lab,
+        &format!("{title}, IPv6 (guests route via fe80::1)"),
+        Family::V6,
+    )?;
+    let frames = tap.stop()?;
+    let local = lab.local_frames(&frames, lab.host_mac(SHIM).ok());
+    println!(
+        "\n  frames on the uplink's wire meanwhile: {} in all, {} of them local traffic\n  (host/NAT VM/VM pairs, their ARP and ND, or anything with the shim's MAC)",
+        frames.len(),
+        local.len()
+    );
+    Ok(local.len())
+}
+
+/// Pings every pair of one family and prints the grid.
+fn matrix(lab: &Lab, title: &str, family: Family) -> Result<()> {
     println!("\n== {title} ==\n");
     let running: Vec<&str> = lab.guests.iter().map(|g| g.key).collect();
     let present = |n: &str| !matches!(n, "a" | "b" | "c") || running.contains(&n);
     print!("{:>10} |", "from \\ to");
     for to in TO {
-        print!(" {:>8}", label(lab, to));
+        print!(" {:>8}", label(lab, to, family));
     }
     println!();
-    let tap = WireTap::start(&lab.gw, WIRE)?;
     for from in FROM {
-        print!("{:>10} |", label(lab, from));
+        if family == Family::V6 && from == "natvm" {
+            continue; // libvirt's NAT network has no public IPv6
+        }
+        print!("{:>10} |", label(lab, from, family));
         for to in TO {
             let cell = if from == to {
                 "."
             } else if !present(from) || !present(to) {
                 "absent"
             } else {
-                let (ns, _) = lab.endpoint(from);
-                let (_, addr): (_, Ipv4Addr) = lab.endpoint(to);
+                let (ns, addr): (_, IpAddr) = match family {
+                    Family::V4 => (lab.endpoint(from).0, lab.endpoint(to).1.into()),
+                    Family::V6 => (lab.endpoint6(from).0, lab.endpoint6(to).1.into()),
+                };
                 if ping_retry(ns, addr, 1) {
                     "ok"
                 } else {
@@ -47,50 +75,38 @@ fn matrix(lab: &Lab, title: &str) -> Result<usize> {
                 }
             };
             print!(" {cell:>8}");
-            use std::io::Write;
             std::io::stdout().flush()?;
         }
         println!();
     }
-    let frames = tap.stop()?;
-    let shim = lab.host_mac(SHIM).ok();
-    let local = lab.local_frames(&frames, shim);
-    println!(
-        "\n  frames on the uplink's wire: {} in all, {} of them local traffic (host/NAT VM/VM pairs or the shim's MAC)",
-        frames.len(),
-        local.len()
-    );
-    Ok(local.len())
+    Ok(())
 }
 
 fn main() -> Result<()> {
+    println!("Building the seed's host in network namespaces (documentation addresses only):");
     println!(
-        "Building the seed's host in network namespaces (doc addresses: 203.0.113.0/24, 198.51.100.0/24):"
+        "  gateway 203.0.113.129/26, 2001:db8:0:1::1/64 and fe80::1; host 203.0.113.157/32 and"
+    );
+    println!("  2001:db8:0:1::2/64 on enp9s0; NAT VM 192.168.122.10 behind virbr0 (masqueraded);");
+    println!("  internet host 198.51.100.10 / 2001:db8:ffff::10;");
+    println!(
+        "  VM a .161/26 + ::161/64 on macvtap0, VM b .162/26 + ::162/64 on mvt-web (created by mvbridge),"
     );
     println!(
-        "  gateway 203.0.113.129/26, host 203.0.113.157/32 on enp9s0, NAT VM 192.168.122.10 behind virbr0,"
-    );
-    println!(
-        "  VM a 203.0.113.161/26 (macvtap0), VM b 203.0.113.162/26 (mvt-web, created by mvbridge),"
-    );
-    println!(
-        "  VM c 203.0.113.163/32 with an on-link gateway (macvtap2), internet host 198.51.100.10."
+        "  VM c .163/32 + ::163/128 with on-link gateways on macvtap2. Guests keep their stock config."
     );
     let mut lab = Lab::seed()?;
 
-    let before = matrix(&lab, "Without mvbridge")?;
+    let before = matrices(&lab, "Without mvbridge")?;
 
-    println!(
-        "\n== mvbridge run --config {} ==",
-        lab.dir.join("mvbridge.toml").display()
-    );
     let config = lab.write_config("mvbridge.toml", &lab.config())?;
-    println!("\n{}", lab.config());
+    println!("\n== mvbridge run --config {} ==\n", config.display());
+    println!("{}", lab.config());
     let mut mvbridge = Daemon::start(&lab.host, &config)?;
     lab.start_guest("b")?;
     print!("{}", mvbridge.log());
 
-    let after = matrix(&lab, "With mvbridge")?;
+    let after = matrices(&lab, "With mvbridge")?;
 
     let out = daemon::mvbridge(
         &lab.host,
@@ -103,16 +119,10 @@ fn main() -> Result<()> {
 
     println!("== SIGTERM ==");
     mvbridge.stop_with(libc::SIGTERM)?;
-    print!(
-        "{}",
-        mvbridge
-            .log()
-            .lines()
-            .skip_while(|l| !l.contains("SIGTERM"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    println!("\n\nLocal frames on the wire: {before} without mvbridge, {after} with it.");
+    let log = mvbridge.log();
+    let tail: Vec<&str> = log.lines().skip_while(|l| !l.contains("SIGTERM")).collect();
+    println!("{}", tail.join("\n"));
+    println!("\nLocal frames on the uplink's wire: {before} without mvbridge, {after} with it.");
     drop(lab);
     println!("Lab removed.");
     if after != 0 {
