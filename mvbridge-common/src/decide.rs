@@ -8,11 +8,21 @@
 //! host's stack receives it as if it had come off the wire (its firewall and
 //! `rp_filter` see the uplink), or into the macvtap, so the guest receives it.
 //! Nothing local is left to the wire.
+//!
+//! The host is trusted; a VM is not. A VM's frames must carry its own MAC,
+//! may not claim an address another endpoint owns, and are only steered
+//! when they come from one of the VM's own addresses: otherwise a guest
+//! could reach the host's firewall with any source it likes.
 
 use crate::frame::Frame;
-use crate::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings};
+use crate::maps::{
+    ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_LEARN, VmLink,
+};
 use crate::parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Eth};
 use crate::stats::{DropReason, Path, Proto};
+
+/// The slot of "no VM" (the host) in redirects.
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// The lookups the decision needs; backed by maps in the programs.
 pub trait Tables {
@@ -21,6 +31,8 @@ pub trait Tables {
     fn local6(&self, addr: &Ipv6Key) -> Option<Endpoint>;
     /// The VM whose macvtap has this MAC.
     fn vm_by_mac(&self, mac: &Mac) -> Option<Endpoint>;
+    /// The VM behind a macvtap, by the macvtap's ifindex.
+    fn vm_link(&self, ifindex: u32) -> Option<VmLink>;
 }
 
 /// Which hook is deciding.
@@ -30,6 +42,13 @@ pub enum Hook {
     Uplink,
     /// Egress of a VM's macvtap (`ifindex`): the guest is sending.
     Vm { ifindex: u32 },
+}
+
+/// An IPv4 or IPv6 address as it sits in the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addr {
+    V4(Ipv4Key),
+    V6(Ipv6Key),
 }
 
 /// Where a steered frame goes.
@@ -42,8 +61,10 @@ pub struct Redirect {
     pub dst_mac: Option<Mac>,
     pub path: Path,
     pub proto: Proto,
-    /// The VM's counter index, for per-VM accounting.
-    pub vm: u32,
+    /// Per-VM counter slots of the receiver and the sender (`NO_SLOT`: the
+    /// host).
+    pub to_slot: u32,
+    pub from_slot: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,17 +75,37 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// The address whose owner must receive a frame.
+/// The verdict, plus an address the sending VM used that no table knows
+/// yet and that it may have learnt (only for VMs that learn).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target {
-    V4(Ipv4Key),
-    V6(Ipv6Key),
+pub struct Decision {
+    pub verdict: Verdict,
+    pub learn: Option<Addr>,
+}
+
+impl Decision {
+    const fn just(verdict: Verdict) -> Decision {
+        Decision {
+            verdict,
+            learn: None,
+        }
+    }
+}
+
+/// Who a frame claims to come from, at L3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Addr(Addr),
+    /// No claim that matters: an unspecified source (DAD, ARP probe, DHCP)
+    /// or an IPv6 link-local one, which cannot leave the segment.
+    Exempt,
 }
 
 /// What a frame carries, as far as steering cares.
 enum Carried {
-    /// A protocol we steer, for this address.
-    For(Target, Proto),
+    /// A protocol we steer: the address whose owner must receive it, the
+    /// identity the sender claims, the protocol.
+    For(Addr, Source, Proto),
     /// The ethertype promises ARP/IPv4/IPv6 but the header is broken.
     Broken,
     /// Any other protocol: never ours.
@@ -74,86 +115,182 @@ enum Carried {
 /// Decides the fate of one frame. `vlan_tagged` is the skb's out-of-band
 /// VLAN tag: tagged frames belong to another network and are never touched.
 #[inline(always)]
-pub fn decide<F, T>(hook: Hook, frame: &F, vlan_tagged: bool, tables: &T) -> Verdict
+pub fn decide<F, T>(hook: Hook, frame: &F, vlan_tagged: bool, tables: &T) -> Decision
 where
     F: Frame + ?Sized,
     T: Tables,
 {
     if vlan_tagged {
-        return Verdict::Pass;
+        return Decision::just(Verdict::Pass);
     }
     let Some(settings) = tables.settings() else {
-        return Verdict::Pass;
+        return Decision::just(Verdict::Pass);
     };
     if settings.uplink_ifindex == 0 {
-        return Verdict::Pass;
+        return Decision::just(Verdict::Pass);
     }
     let Some(eth) = parse::eth(frame) else {
-        return Verdict::Pass;
+        return Decision::just(Verdict::Pass);
     };
-    let to_host_mac = eth.dst == settings.uplink_mac;
-    let (target, proto) = match carried(frame, eth.ethertype) {
-        Carried::For(target, proto) => (target, proto),
-        Carried::Broken => return malformed(hook, to_host_mac),
-        Carried::Foreign => return Verdict::Pass,
-    };
-    let owner = match target {
-        Target::V4(a) => tables.local4(&a),
-        Target::V6(a) => tables.local6(&a),
-    };
-    match (hook, owner) {
-        (Hook::Uplink, Some(ep)) if ep.kind == ENDPOINT_VM => steer(hook, &eth, ep, proto),
-        // The host addressed a VM's MAC directly for an address we do not
-        // track (an IPv6 link-local one, typically its neighbour
-        // advertisement to the VM): the VM is local all the same.
-        (Hook::Uplink, _) if !parse::is_group(&eth.dst) => match tables.vm_by_mac(&eth.dst) {
-            Some(ep) => steer(hook, &eth, ep, proto),
-            None => Verdict::Pass,
-        },
-        (Hook::Uplink, _) => Verdict::Pass,
-        (Hook::Vm { .. }, Some(ep)) => steer(hook, &eth, ep, proto),
-        (Hook::Vm { .. }, None) => not_local(hook, to_host_mac),
+    match hook {
+        Hook::Uplink => Decision::just(from_host(frame, &eth, tables)),
+        Hook::Vm { ifindex } => from_vm(ifindex, frame, &eth, &settings, tables),
     }
 }
 
-/// Finds the address a frame is for: ARP's target, IPv4's destination,
-/// a neighbour solicitation's target, or IPv6's destination.
+#[inline(always)]
+fn lookup<T: Tables>(tables: &T, addr: Addr) -> Option<Endpoint> {
+    match addr {
+        Addr::V4(a) => tables.local4(&a),
+        Addr::V6(a) => tables.local6(&a),
+    }
+}
+
+/// The host's stack sent this: steer it if it is for a VM.
+#[inline(always)]
+fn from_host<F: Frame + ?Sized, T: Tables>(frame: &F, eth: &Eth, tables: &T) -> Verdict {
+    let (target, proto) = match carried(frame, eth.ethertype) {
+        Carried::For(target, _, proto) => (target, proto),
+        Carried::Broken | Carried::Foreign => return Verdict::Pass,
+    };
+    if let Some(ep) = lookup(tables, target)
+        && ep.kind == ENDPOINT_VM
+    {
+        return steer(Path::HostToVm, eth, ep, proto, NO_SLOT);
+    }
+    // The host addressed a VM's MAC directly for an address we do not
+    // track (an IPv6 link-local one, typically its neighbour advertisement
+    // to the VM): the VM is local all the same.
+    if !parse::is_group(&eth.dst)
+        && let Some(ep) = tables.vm_by_mac(&eth.dst)
+    {
+        return steer(Path::HostToVm, eth, ep, proto, NO_SLOT);
+    }
+    Verdict::Pass
+}
+
+/// A guest sent this on its macvtap.
+#[inline(always)]
+fn from_vm<F: Frame + ?Sized, T: Tables>(
+    ifindex: u32,
+    frame: &F,
+    eth: &Eth,
+    settings: &Settings,
+    tables: &T,
+) -> Decision {
+    // A link we have no VM for (yet): leave it alone.
+    let Some(me) = tables.vm_link(ifindex) else {
+        return Decision::just(Verdict::Pass);
+    };
+    if eth.src != me.mac {
+        return Decision::just(Verdict::Drop(DropReason::SpoofedMac));
+    }
+    let to_host_mac = eth.dst == settings.uplink_mac;
+    let (target, source, proto) = match carried(frame, eth.ethertype) {
+        Carried::For(target, source, proto) => (target, source, proto),
+        Carried::Broken if to_host_mac => {
+            return Decision::just(Verdict::Drop(DropReason::Malformed));
+        }
+        Carried::Broken | Carried::Foreign => return Decision::just(Verdict::Pass),
+    };
+    let (own_source, learn) = match source {
+        Source::Exempt => (true, None),
+        Source::Addr(a) => match lookup(tables, a) {
+            Some(owner) if owner.ifindex == ifindex => (true, None),
+            // Claiming the host's or another VM's address: an attempt to
+            // take over its traffic, whoever it is sent to.
+            Some(_) => return Decision::just(Verdict::Drop(DropReason::SpoofedAddress)),
+            None if me.flags & VMLINK_LEARN != 0 => (false, Some(a)),
+            None => (false, None),
+        },
+    };
+    let verdict = match lookup(tables, target) {
+        Some(ep) if ep.ifindex == ifindex => Verdict::Pass,
+        Some(_) if !own_source => Verdict::Drop(DropReason::UnknownSource),
+        Some(ep) => {
+            let path = if ep.kind == ENDPOINT_HOST {
+                Path::VmToHost
+            } else {
+                Path::VmToVm
+            };
+            steer(path, eth, ep, proto, me.slot)
+        }
+        // For the host's MAC but no address of the host's: a request to
+        // route it (into 192.168.122.0/24, a private IPv6 prefix, ...).
+        // The host is not the VMs' router, and a real wire would not
+        // deliver it either.
+        None if to_host_mac => Verdict::Drop(DropReason::NotForHost),
+        None => Verdict::Pass,
+    };
+    Decision { verdict, learn }
+}
+
+/// Finds who must receive a frame and who it claims to come from: ARP's
+/// target and sender, IPv4's destination and source, a neighbour
+/// solicitation's target, an advertisement's target (the address it
+/// claims), IPv6's destination and source.
 #[inline(always)]
 fn carried<F: Frame + ?Sized>(frame: &F, ethertype: u16) -> Carried {
     match ethertype {
         ETH_P_ARP => match parse::arp(frame) {
-            Some(arp) => Carried::For(Target::V4(arp.tpa), Proto::Arp),
+            Some(arp) => {
+                let source = if arp.spa == [0; 4] {
+                    Source::Exempt
+                } else {
+                    Source::Addr(Addr::V4(arp.spa))
+                };
+                Carried::For(Addr::V4(arp.tpa), source, Proto::Arp)
+            }
             None => Carried::Broken,
         },
         ETH_P_IP => match parse::ipv4(frame) {
-            Some(ip) => Carried::For(Target::V4(ip.dst), Proto::Ipv4),
+            Some(ip) => {
+                let source = if ip.src == [0; 4] {
+                    Source::Exempt
+                } else {
+                    Source::Addr(Addr::V4(ip.src))
+                };
+                Carried::For(Addr::V4(ip.dst), source, Proto::Ipv4)
+            }
             None => Carried::Broken,
         },
         ETH_P_IPV6 => match parse::ipv6(frame) {
-            // A solicitation goes to a multicast group; who must answer it
-            // is named by its target.
-            Some(ip) => match parse::nd(frame, &ip) {
-                Some(nd) if nd.is_solicitation() => Carried::For(Target::V6(nd.target), Proto::Nd),
-                Some(_) => Carried::For(Target::V6(ip.dst), Proto::Nd),
-                None => Carried::For(Target::V6(ip.dst), Proto::Ipv6),
-            },
+            Some(ip) => {
+                let source = source6(&ip.src);
+                match parse::nd(frame, &ip) {
+                    // A solicitation goes to a multicast group; who must
+                    // answer it is named by its target.
+                    Some(nd) if nd.is_solicitation() => {
+                        Carried::For(Addr::V6(nd.target), source, Proto::Nd)
+                    }
+                    // An advertisement claims its target for the sender.
+                    Some(nd) if nd.is_advertisement() => {
+                        Carried::For(Addr::V6(ip.dst), source6(&nd.target), Proto::Nd)
+                    }
+                    Some(_) => Carried::For(Addr::V6(ip.dst), source, Proto::Nd),
+                    None => Carried::For(Addr::V6(ip.dst), source, Proto::Ipv6),
+                }
+            }
             None => Carried::Broken,
         },
         _ => Carried::Foreign,
     }
 }
 
-/// A frame for a local endpoint: redirect it unless it is already on the
-/// endpoint's own link (the host talking to itself, a guest to itself).
 #[inline(always)]
-fn steer(hook: Hook, eth: &Eth, ep: Endpoint, proto: Proto) -> Verdict {
-    let path = match (hook, ep.kind) {
-        (Hook::Uplink, ENDPOINT_VM) => Path::HostToVm,
-        (Hook::Vm { ifindex }, _) if ifindex == ep.ifindex => return Verdict::Pass,
-        (Hook::Vm { .. }, ENDPOINT_HOST) => Path::VmToHost,
-        (Hook::Vm { .. }, ENDPOINT_VM) => Path::VmToVm,
-        _ => return Verdict::Pass,
-    };
+fn source6(addr: &Ipv6Key) -> Source {
+    let unspecified = *addr == [0; 16];
+    let link_local = addr[0] == 0xfe && addr[1] & 0xc0 == 0x80;
+    if unspecified || link_local {
+        Source::Exempt
+    } else {
+        Source::Addr(Addr::V6(*addr))
+    }
+}
+
+/// A frame for a local endpoint on another link: redirect it there.
+#[inline(always)]
+fn steer(path: Path, eth: &Eth, ep: Endpoint, proto: Proto, from_slot: u32) -> Verdict {
     // Requests to a group (ARP broadcast, a solicitation to the
     // solicited-node group) keep it, so the receiver sees what it expects;
     // every unicast frame is re-addressed to the endpoint, which also turns
@@ -161,37 +298,19 @@ fn steer(hook: Hook, eth: &Eth, ep: Endpoint, proto: Proto) -> Verdict {
     let to_group = parse::is_group(&eth.dst) && matches!(proto, Proto::Arp | Proto::Nd);
     let keep = to_group || eth.dst == ep.mac;
     let dst_mac = if keep { None } else { Some(ep.mac) };
+    let to_slot = if ep.kind == ENDPOINT_VM {
+        ep.vm
+    } else {
+        NO_SLOT
+    };
     Verdict::Redirect(Redirect {
         ifindex: ep.ifindex,
         dst_mac,
         path,
         proto,
-        vm: ep.vm,
+        to_slot,
+        from_slot,
     })
-}
-
-/// A frame for a non-local address. From a VM to the host's MAC it asks
-/// the host to route it (say, into 192.168.122.0/24 or another IPv6
-/// network of the host): refused, the host is not the VMs' router.
-/// Everything else goes its way.
-#[inline(always)]
-fn not_local(hook: Hook, to_host_mac: bool) -> Verdict {
-    match hook {
-        Hook::Vm { .. } if to_host_mac => Verdict::Drop(DropReason::NotForHost),
-        _ => Verdict::Pass,
-    }
-}
-
-/// A frame whose ethertype promises ARP, IPv4 or IPv6 but whose header is
-/// broken.
-/// Passed along as the kernel would, except from a VM to the host's MAC,
-/// where passing it would put it on the wire addressed to the host.
-#[inline(always)]
-fn malformed(hook: Hook, to_host_mac: bool) -> Verdict {
-    match hook {
-        Hook::Vm { .. } if to_host_mac => Verdict::Drop(DropReason::Malformed),
-        _ => Verdict::Pass,
-    }
 }
 
 #[cfg(test)]
@@ -208,14 +327,37 @@ mod tests {
         want: Verdict,
     }
 
-    fn to(ifindex: u32, dst_mac: Option<Mac>, path: Path, proto: Proto, vm: u32) -> Verdict {
+    /// A redirect; the counter slots follow from the lab's tables: VM a
+    /// is slot 0, VM c slot 2, the host has none.
+    fn to(ifindex: u32, dst_mac: Option<Mac>, path: Path, proto: Proto, _: u32) -> Verdict {
+        let slot = |i: u32| match i {
+            VM_A_IF => 0,
+            VM_C_IF => 2,
+            _ => NO_SLOT,
+        };
         Verdict::Redirect(Redirect {
             ifindex,
             dst_mac,
             path,
             proto,
-            vm,
+            to_slot: slot(ifindex),
+            from_slot: NO_SLOT, // the sender's, by `with_sender`
         })
+    }
+
+    /// Puts the sending VM's slot into an expected redirect.
+    fn with_sender(want: Verdict, hook: Hook) -> Verdict {
+        match (want, hook) {
+            (Verdict::Redirect(mut r), Hook::Vm { ifindex }) => {
+                r.from_slot = match ifindex {
+                    VM_A_IF => 0,
+                    VM_C_IF => 2,
+                    _ => NO_SLOT,
+                };
+                Verdict::Redirect(r)
+            }
+            (v, _) => v,
+        }
     }
 
     fn rows() -> Vec<Row> {
@@ -451,6 +593,55 @@ mod tests {
                 want: Verdict::Pass,
             },
             Row {
+                what: "a guest sending with another VM's MAC",
+                hook: vm_a,
+                frame: ipv4(GW_MAC, VM_C_MAC, VM_A_IP, INET_IP),
+                vlan: false,
+                want: Verdict::Drop(DropReason::SpoofedMac),
+            },
+            Row {
+                what: "a guest announcing the host's address (ARP)",
+                hook: vm_a,
+                frame: arp(BROADCAST, VM_A_MAC, 1, HOST_IP, HOST_IP),
+                vlan: false,
+                want: Verdict::Drop(DropReason::SpoofedAddress),
+            },
+            Row {
+                what: "a guest advertising the host's IPv6 address",
+                hook: vm_a,
+                frame: na(GW_MAC, VM_A_MAC, VM_A_LL, GW_LL, HOST6),
+                vlan: false,
+                want: Verdict::Drop(DropReason::SpoofedAddress),
+            },
+            Row {
+                what: "a guest sending as another VM, even to the internet",
+                hook: vm_a,
+                frame: ipv4(GW_MAC, VM_A_MAC, VM_C_IP, INET_IP),
+                vlan: false,
+                want: Verdict::Drop(DropReason::SpoofedAddress),
+            },
+            Row {
+                what: "a guest forging an internet source towards the host",
+                hook: vm_a,
+                frame: ipv4(HOST_MAC, VM_A_MAC, INET_IP, HOST_IP),
+                vlan: false,
+                want: Verdict::Drop(DropReason::UnknownSource),
+            },
+            Row {
+                what: "an unknown source towards the internet is the wire's business",
+                hook: vm_a,
+                frame: ipv4(GW_MAC, VM_A_MAC, INET_IP, [198, 51, 100, 20]),
+                vlan: false,
+                want: Verdict::Pass,
+            },
+            Row {
+                what: "a guest's link-local source may talk to the host",
+                hook: vm_a,
+                frame: ping6(HOST_MAC, VM_A_MAC, VM_A_LL, HOST_LL),
+                vlan: false,
+                want: to(UPLINK_IF, None, Path::VmToHost, Proto::Ipv6, 0),
+            },
+            Row {
                 what: "unknown ethertype passes",
                 hook: vm_a,
                 frame: ether(HOST_MAC, VM_A_MAC, 0x88cc, &[0u8; 46]),
@@ -465,7 +656,7 @@ mod tests {
         let tables = lab_tables();
         for row in rows() {
             let got = decide(row.hook, row.frame.as_slice(), row.vlan, &tables);
-            assert_eq!(got, row.want, "{}", row.what);
+            assert_eq!(got.verdict, with_sender(row.want, row.hook), "{}", row.what);
         }
     }
 
@@ -474,8 +665,58 @@ mod tests {
         let tables = TestTables::default();
         for row in rows() {
             let got = decide(row.hook, row.frame.as_slice(), row.vlan, &tables);
-            assert_eq!(got, Verdict::Pass, "{}", row.what);
+            assert_eq!(got.verdict, Verdict::Pass, "{}", row.what);
         }
+    }
+
+    #[test]
+    fn only_learning_vms_report_unknown_sources() {
+        let tables = lab_tables();
+        let new4 = [203, 0, 113, 170];
+        let new6 = {
+            let mut a = VM_C6;
+            a[15] = 0x70;
+            a
+        };
+        let c = Hook::Vm { ifindex: VM_C_IF };
+        let got = decide(
+            c,
+            ipv4(GW_MAC, VM_C_MAC, new4, INET_IP).as_slice(),
+            false,
+            &tables,
+        );
+        assert_eq!(got.learn, Some(Addr::V4(new4)));
+        assert_eq!(got.verdict, Verdict::Pass);
+        let got = decide(c, ns(VM_C_MAC, new6, HOST6).as_slice(), false, &tables);
+        assert_eq!(got.learn, Some(Addr::V6(new6)));
+        // Not learnt yet, so not steered yet.
+        assert_eq!(got.verdict, Verdict::Drop(DropReason::UnknownSource));
+        let got = decide(
+            c,
+            ipv4(GW_MAC, VM_C_MAC, VM_C_IP, INET_IP).as_slice(),
+            false,
+            &tables,
+        );
+        assert_eq!(got.learn, None, "a known address is not reported");
+
+        let a = Hook::Vm { ifindex: VM_A_IF };
+        let got = decide(
+            a,
+            ipv4(GW_MAC, VM_A_MAC, new4, INET_IP).as_slice(),
+            false,
+            &tables,
+        );
+        assert_eq!(got.learn, None, "VM a does not learn");
+        let got = decide(
+            c,
+            ipv4(GW_MAC, VM_C_MAC, HOST_IP, INET_IP).as_slice(),
+            false,
+            &tables,
+        );
+        assert_eq!(
+            got.learn, None,
+            "an address owned by another is never offered"
+        );
     }
 
     #[test]
@@ -490,7 +731,7 @@ mod tests {
                 row.frame.len()
             };
             for len in 0..whole {
-                let got = decide(row.hook, &row.frame[..len], row.vlan, &tables);
+                let got = decide(row.hook, &row.frame[..len], row.vlan, &tables).verdict;
                 // A cut frame is never steered: it would be delivered broken.
                 assert!(
                     !matches!(got, Verdict::Redirect(_)),

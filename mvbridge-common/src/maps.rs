@@ -32,6 +32,46 @@ pub struct Endpoint {
     pub vm: u32,
 }
 
+/// `VmLink::flags`: the VM's addresses may be learnt from its traffic.
+pub const VMLINK_LEARN: u32 = 1;
+
+/// A VM's macvtap, keyed by its ifindex in [`MAP_LINKS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmLink {
+    /// The VM's per-VM counter slot.
+    pub slot: u32,
+    /// `VMLINK_*` bits.
+    pub flags: u32,
+    /// The guest's MAC: every frame it sends must carry it.
+    pub mac: Mac,
+    pub _pad: [u8; 2],
+}
+
+/// Per-VM traffic, in slot `VmLink::slot` of [`MAP_VMSTATS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmCounters {
+    pub to_host: Counter,
+    pub from_host: Counter,
+    pub to_vms: Counter,
+    pub from_vms: Counter,
+    pub dropped: u64,
+    pub _pad: u64,
+}
+
+/// An address a learning VM used that no table knew, for the daemon to
+/// vet; sent through [`MAP_LEARN`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LearnEvent {
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u32,
+    /// IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+}
+
 /// Settings that apply to every program; slot 0 of [`MAP_SETTINGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -59,6 +99,17 @@ pub const MAP_SETTINGS: &str = "MVB_SETTINGS";
 pub const MAP_LOCAL4: &str = "MVB_LOCAL4";
 pub const MAP_LOCAL6: &str = "MVB_LOCAL6";
 pub const MAP_MACS: &str = "MVB_MACS";
+pub const MAP_LINKS: &str = "MVB_LINKS";
+pub const MAP_VMSTATS: &str = "MVB_VMSTATS";
+/// Created and pinned by the loader (the programs never read it).
+pub const MAP_SLOTS: &str = "MVB_SLOTS";
+pub const MAP_LEARN: &str = "MVB_LEARN";
+pub const MAP_LEARNT: &str = "MVB_LEARNT";
+
+/// Size of the learning event ring, in bytes.
+pub const LEARN_RING_BYTES: u32 = 64 * 1024;
+/// How many (link, address) pairs the programs remember having reported.
+pub const LEARNT_MEMORY: u32 = 4096;
 pub const MAP_PATHS: &str = "MVB_PATHS";
 pub const MAP_DROPS: &str = "MVB_DROPS";
 
@@ -69,13 +120,19 @@ pub const PROG_SHIM: &str = "mvb_shim";
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are `repr(C)`, `Copy`, have no implicit padding
+    // SAFETY: all of them are `repr(C)`, `Copy`, have no implicit padding
     // (checked by the size asserts below) and every bit pattern is valid.
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::VmLink {}
+    unsafe impl aya::Pod for super::VmCounters {}
+    unsafe impl aya::Pod for super::LearnEvent {}
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 16);
 const _: () = assert!(core::mem::size_of::<Settings>() == 20);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(core::mem::size_of::<VmLink>() == 16);
+const _: () = assert!(core::mem::size_of::<VmCounters>() == 80);
+const _: () = assert!(core::mem::size_of::<LearnEvent>() == 24);

@@ -126,6 +126,10 @@ impl Nd {
     pub const fn is_solicitation(&self) -> bool {
         self.icmp_type == ND_NEIGHBOUR_SOLICITATION
     }
+
+    pub const fn is_advertisement(&self) -> bool {
+        self.icmp_type == ND_NEIGHBOUR_SOLICITATION + 1
+    }
 }
 
 /// Parses the fixed IPv6 header. The payload length must fit the frame

@@ -74,14 +74,25 @@ pub enum DropReason {
     /// The kernel refused to rewrite the destination MAC of a frame we were
     /// about to steer (e.g. it could not make the skb writable).
     RewriteFailed = 3,
+    /// A VM sent a frame whose source MAC is not its own.
+    SpoofedMac = 4,
+    /// A VM claimed an address the host or another VM owns (as a source,
+    /// in ARP, or in a neighbour advertisement).
+    SpoofedAddress = 5,
+    /// A VM sent to a local endpoint from an address that is not its own
+    /// (nor learnt): the host's firewall would trust a forged source.
+    UnknownSource = 6,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::NotForHost,
         DropReason::ShimTransmit,
         DropReason::Malformed,
         DropReason::RewriteFailed,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedAddress,
+        DropReason::UnknownSource,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -90,6 +101,9 @@ impl DropReason {
             DropReason::ShimTransmit => "shim-transmit",
             DropReason::Malformed => "malformed",
             DropReason::RewriteFailed => "rewrite-failed",
+            DropReason::SpoofedMac => "spoofed-mac",
+            DropReason::SpoofedAddress => "spoofed-address",
+            DropReason::UnknownSource => "unknown-source",
         }
     }
 
@@ -101,6 +115,9 @@ impl DropReason {
             DropReason::ShimTransmit => "frame sent by the shim (kept off the wire)",
             DropReason::Malformed => "VM frame to the host's MAC with a broken ARP/IP header",
             DropReason::RewriteFailed => "the kernel refused to rewrite a steered frame",
+            DropReason::SpoofedMac => "VM frame with a source MAC that is not the VM's",
+            DropReason::SpoofedAddress => "VM claimed an address of the host or another VM",
+            DropReason::UnknownSource => "VM sent to a local endpoint from an address not its own",
         }
     }
 }

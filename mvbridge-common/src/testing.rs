@@ -4,7 +4,9 @@
 use std::vec::Vec;
 
 use crate::decide::Tables;
-use crate::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings};
+use crate::maps::{
+    ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_LEARN, VmLink,
+};
 use crate::parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 
 pub const BROADCAST: Mac = [0xff; 6];
@@ -47,6 +49,7 @@ pub struct TestTables {
     pub local4: Vec<(Ipv4Key, Endpoint)>,
     pub local6: Vec<(Ipv6Key, Endpoint)>,
     pub macs: Vec<(Mac, Endpoint)>,
+    pub links: Vec<(u32, VmLink)>,
 }
 
 impl Tables for TestTables {
@@ -65,6 +68,22 @@ impl Tables for TestTables {
     fn vm_by_mac(&self, mac: &Mac) -> Option<Endpoint> {
         self.macs.iter().find(|(m, _)| m == mac).map(|(_, e)| *e)
     }
+
+    fn vm_link(&self, ifindex: u32) -> Option<VmLink> {
+        self.links
+            .iter()
+            .find(|(i, _)| *i == ifindex)
+            .map(|(_, l)| *l)
+    }
+}
+
+pub fn vm_link(slot: u32, mac: Mac, flags: u32) -> VmLink {
+    VmLink {
+        slot,
+        flags,
+        mac,
+        _pad: [0; 2],
+    }
 }
 
 pub fn endpoint(ifindex: u32, mac: Mac, kind: u8, vm: u32) -> Endpoint {
@@ -77,7 +96,8 @@ pub fn endpoint(ifindex: u32, mac: Mac, kind: u8, vm: u32) -> Endpoint {
     }
 }
 
-/// The seed's host with VM a (/26 and /64 guest) and VM c (/32 and /128).
+/// The seed's host with VM a (/26 and /64 guest, slot 0) and VM c (/32
+/// and /128, slot 2, learning).
 pub fn lab_tables() -> TestTables {
     let host = endpoint(UPLINK_IF, HOST_MAC, ENDPOINT_HOST, 0);
     let a = endpoint(VM_A_IF, VM_A_MAC, ENDPOINT_VM, 0);
@@ -85,6 +105,10 @@ pub fn lab_tables() -> TestTables {
     TestTables {
         local6: std::vec![(HOST6, host), (HOST_LL, host), (VM_A6, a), (VM_C6, c)],
         macs: std::vec![(VM_A_MAC, a), (VM_C_MAC, c)],
+        links: std::vec![
+            (VM_A_IF, vm_link(0, VM_A_MAC, 0)),
+            (VM_C_IF, vm_link(2, VM_C_MAC, VMLINK_LEARN)),
+        ],
         ..lab_tables4()
     }
 }

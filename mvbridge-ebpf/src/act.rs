@@ -1,53 +1,137 @@
-//! Carrying out a verdict: rewrite, count, redirect or drop.
+//! Carrying out a decision: rewrite, count, redirect or drop, and report
+//! addresses to learn.
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_SHOT},
-    helpers::bpf_redirect,
+    helpers::{bpf_ktime_get_ns, bpf_redirect},
     programs::TcContext,
 };
 use mvbridge_common::{
-    decide::{Redirect, Verdict},
+    decide::{Addr, Decision, NO_SLOT, Redirect, Verdict},
+    maps::{Counter, LearnEvent, VmCounters},
     stats::{DropReason, path_slot},
 };
 
-use crate::maps::{MVB_DROPS, MVB_PATHS};
+use crate::maps::{MVB_DROPS, MVB_LEARN, MVB_LEARNT, MVB_LINKS, MVB_PATHS, MVB_VMSTATS};
 
 /// `TC_ACT_UNSPEC`: for TCX this is "next", so programs attached after ours
 /// still see the frame, exactly as if we were not there.
 pub const PASS: i32 = -1;
 
-pub fn apply(ctx: &TcContext, verdict: Verdict) -> i32 {
-    match verdict {
+const NS_PER_REPORT: u64 = 1_000_000_000;
+
+/// `sender`: the ifindex of the VM link the frame came from, 0 for the host.
+#[inline(always)]
+pub fn apply(ctx: &TcContext, decision: Decision, sender: u32) -> i32 {
+    if let Some(addr) = decision.learn {
+        report(sender, addr);
+    }
+    match decision.verdict {
         Verdict::Pass => PASS,
-        Verdict::Drop(reason) => drop(reason),
+        Verdict::Drop(reason) => {
+            if sender != 0 {
+                // SAFETY: the value is read once; the loader writes it whole.
+                if let Some(link) = unsafe { MVB_LINKS.get(sender) } {
+                    with_vm(link.slot, |c| c.dropped += 1);
+                }
+            }
+            drop(reason)
+        }
         Verdict::Redirect(r) => redirect(ctx, &r),
     }
 }
 
+#[inline(always)]
 pub fn drop(reason: DropReason) -> i32 {
     if let Some(n) = MVB_DROPS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *n += 1 };
     }
-    TC_ACT_SHOT as i32
+    TC_ACT_SHOT
 }
 
+#[inline(always)]
+fn add(c: &mut Counter, bytes: u64) {
+    c.packets += 1;
+    c.bytes += bytes;
+}
+
+#[inline(always)]
+fn with_vm(slot: u32, f: impl FnOnce(&mut VmCounters)) {
+    if slot == NO_SLOT {
+        return;
+    }
+    if let Some(c) = MVB_VMSTATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        f(unsafe { &mut *c });
+    }
+}
+
+#[inline(always)]
 fn redirect(ctx: &TcContext, r: &Redirect) -> i32 {
     if let Some(mac) = r.dst_mac
         && ctx.store(0, &mac, 0).is_err()
     {
         return drop(DropReason::RewriteFailed);
     }
+    let bytes = u64::from(ctx.len());
     if let Some(c) = MVB_PATHS.get_ptr_mut(path_slot(r.path, r.proto)) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += u64::from(ctx.len());
-        }
+        add(unsafe { &mut *c }, bytes);
     }
+    let to_host = r.to_slot == NO_SLOT;
+    let from_host = r.from_slot == NO_SLOT;
+    with_vm(r.from_slot, |c| {
+        add(
+            if to_host {
+                &mut c.to_host
+            } else {
+                &mut c.to_vms
+            },
+            bytes,
+        )
+    });
+    with_vm(r.to_slot, |c| {
+        add(
+            if from_host {
+                &mut c.from_host
+            } else {
+                &mut c.from_vms
+            },
+            bytes,
+        )
+    });
     // Into the target's ingress: the host's stack or the guest receives the
     // frame as if it came off the wire (eth_type_trans runs again there).
     // SAFETY: plain helper call; an unknown ifindex makes the kernel drop
     // the frame when it performs the redirect.
     unsafe { bpf_redirect(r.ifindex, u64::from(BPF_F_INGRESS)) as i32 }
+}
+
+/// Tells the daemon about an address a learning VM used, at most about
+/// once a second per (link, address).
+#[inline(always)]
+fn report(ifindex: u32, addr: Addr) {
+    let mut event = LearnEvent {
+        ifindex,
+        family: 4,
+        addr: [0; 16],
+    };
+    match addr {
+        Addr::V4(a) => event.addr[..4].copy_from_slice(&a),
+        Addr::V6(a) => {
+            event.family = 6;
+            event.addr = a;
+        }
+    }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the value is read once.
+    if let Some(last) = unsafe { MVB_LEARNT.get(&event) }
+        && now.wrapping_sub(*last) < NS_PER_REPORT
+    {
+        return;
+    }
+    let _ = MVB_LEARNT.insert(&event, &now, 0);
+    let _ = MVB_LEARN.output::<LearnEvent>(&event, 0);
 }

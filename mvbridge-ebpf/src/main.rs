@@ -18,18 +18,21 @@ use crate::skb::{Maps, Packet};
 /// Egress of the uplink: what the host's stack sends.
 #[classifier]
 pub fn mvb_uplink(ctx: TcContext) -> i32 {
-    let verdict = decide(Hook::Uplink, &Packet(&ctx), skb::vlan_tagged(&ctx), &Maps);
-    act::apply(&ctx, verdict)
+    let decision = decide(Hook::Uplink, &Packet(&ctx), skb::vlan_tagged(&ctx), &Maps);
+    act::apply(&ctx, decision, 0)
 }
 
 /// Egress of a VM's macvtap: what the guest sends.
 #[classifier]
 pub fn mvb_vm(ctx: TcContext) -> i32 {
-    let hook = Hook::Vm {
-        ifindex: skb::ifindex(&ctx),
-    };
-    let verdict = decide(hook, &Packet(&ctx), skb::vlan_tagged(&ctx), &Maps);
-    act::apply(&ctx, verdict)
+    let ifindex = skb::ifindex(&ctx);
+    let decision = decide(
+        Hook::Vm { ifindex },
+        &Packet(&ctx),
+        skb::vlan_tagged(&ctx),
+        &Maps,
+    );
+    act::apply(&ctx, decision, ifindex)
 }
 
 /// Egress of the shim: nothing it sends may reach the wire, where its MAC

@@ -4,10 +4,10 @@ use aya_ebpf::programs::TcContext;
 use mvbridge_common::{
     decide::Tables,
     frame::Frame,
-    maps::{Endpoint, Ipv4Key, Ipv6Key, Mac, Settings},
+    maps::{Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VmLink},
 };
 
-use crate::maps::{MVB_LOCAL4, MVB_LOCAL6, MVB_MACS, MVB_SETTINGS};
+use crate::maps::{MVB_LINKS, MVB_LOCAL4, MVB_LOCAL6, MVB_MACS, MVB_SETTINGS};
 
 /// Packet bytes through `bpf_skb_load_bytes`: it copies to the stack, works
 /// on non-linear skbs and bounds-checks against the skb for us.
@@ -36,7 +36,7 @@ impl Tables for Maps {
 
     #[inline(always)]
     fn local4(&self, addr: &Ipv4Key) -> Option<Endpoint> {
-        // SAFETY (all three): the value is copied out at once; a concurrent
+        // SAFETY (all of them): the value is copied out at once; a concurrent
         // update by the loader replaces the entry as a whole.
         unsafe { MVB_LOCAL4.get(addr).copied() }
     }
@@ -49,6 +49,11 @@ impl Tables for Maps {
     #[inline(always)]
     fn vm_by_mac(&self, mac: &Mac) -> Option<Endpoint> {
         unsafe { MVB_MACS.get(mac).copied() }
+    }
+
+    #[inline(always)]
+    fn vm_link(&self, ifindex: u32) -> Option<VmLink> {
+        unsafe { MVB_LINKS.get(ifindex).copied() }
     }
 }
 

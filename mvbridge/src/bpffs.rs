@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const STANDARD_MOUNT: &str = "/sys/fs/bpf";
 const KERNEL_PRELOADED: [&str; 2] = ["maps.debug", "progs.debug"];
+const HOOK_PREFIX: &str = "hook_";
 
 /// The pin paths under the configured directory.
 #[derive(Clone, Debug)]
@@ -26,9 +27,26 @@ impl PinDir {
         self.dir.join(name)
     }
 
-    /// Pin of the TCX link on one hook, named after the interface.
-    pub fn link(&self, ifname: &str) -> PathBuf {
-        self.dir.join(format!("link_{ifname}"))
+    /// Pin of the TCX link of `role`'s program on `ifname`'s egress.
+    pub fn hook(&self, role: &str, ifname: &str) -> PathBuf {
+        self.dir.join(format!("{HOOK_PREFIX}{role}_{ifname}"))
+    }
+
+    /// The hook pins present: (path, role, ifname).
+    pub fn hooks(&self) -> io::Result<Vec<(PathBuf, String, String)>> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|p| {
+                let name = p
+                    .file_name()?
+                    .to_str()?
+                    .strip_prefix(HOOK_PREFIX)?
+                    .to_owned();
+                let (role, ifname) = name.split_once('_')?;
+                Some((p.clone(), role.to_owned(), ifname.to_owned()))
+            })
+            .collect())
     }
 
     /// Every pin currently in the directory (empty if it does not exist).

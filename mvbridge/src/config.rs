@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -12,6 +12,8 @@ use thiserror::Error;
 
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/mvbridge";
 pub const DEFAULT_SHIM: &str = "mvb0";
+pub const DEFAULT_PIDFILE: &str = "/run/mvbridge.pid";
+pub const DEFAULT_RESYNC_SECONDS: u64 = 5;
 
 /// A configuration that parsed and passed every static check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +24,13 @@ pub struct Config {
     pub host_addresses: Option<Vec<IpAddr>>,
     pub shim: Shim,
     pub vms: Vec<Vm>,
+    /// Where the OpenMetrics endpoint listens, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the whole kernel state is checked against the config, to
+    /// catch changes that send no netlink event (a program detached by hand).
+    pub resync_seconds: u64,
+    /// Where the daemon writes its PID, for `mvbridge reload`.
+    pub pidfile: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,11 +42,79 @@ pub struct Shim {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vm {
     pub name: String,
-    pub interface: String,
+    /// The macvtap's name. An adopted VM is matched by name, by `mac`, or by
+    /// both when both are given (libvirt renumbers macvtapN on every start,
+    /// so its VMs are best matched by MAC alone).
+    pub interface: Option<String>,
     /// True: mvbridge creates the macvtap; false: it adopts an existing one.
     pub create: bool,
     pub mac: Option<MacAddr>,
     pub addresses: Vec<IpAddr>,
+    /// Prefixes inside which the VM's addresses may be learnt from its own
+    /// traffic; empty: no learning.
+    pub learn: Vec<Prefix>,
+}
+
+impl Vm {
+    /// How the VM is named in messages: its interface or its MAC.
+    pub fn describe_link(&self) -> String {
+        match (&self.interface, self.mac) {
+            (Some(i), _) => format!("interface {i:?}"),
+            (None, Some(m)) => format!("a macvtap with MAC {m}"),
+            (None, None) => "no link".to_owned(),
+        }
+    }
+}
+
+/// An address prefix such as `203.0.113.160/28`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(p) & mask == u32::from(*a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(p) & mask == u128::from(*a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a prefix (want address/length)"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not a prefix ({addr:?} is not an address)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?} is not a prefix (length must be 0..={max})"))?;
+        Ok(Prefix { addr, len })
+    }
 }
 
 /// An Ethernet address as written in the config (`52:54:00:12:34:56`).
@@ -114,6 +191,9 @@ struct RawConfig {
     uplink: String,
     bpffs: Option<PathBuf>,
     host_addresses: Option<Vec<String>>,
+    metrics_listen: Option<String>,
+    resync_seconds: Option<u64>,
+    pidfile: Option<PathBuf>,
     shim: Option<RawShim>,
     #[serde(default)]
     vm: Vec<RawVm>,
@@ -130,11 +210,14 @@ struct RawShim {
 #[serde(deny_unknown_fields)]
 struct RawVm {
     name: String,
-    interface: String,
+    interface: Option<String>,
     #[serde(default)]
     create: bool,
     mac: Option<String>,
+    #[serde(default)]
     addresses: Vec<String>,
+    #[serde(default)]
+    learn: Vec<String>,
 }
 
 impl Config {
@@ -208,12 +291,37 @@ impl RawConfig {
         for raw in self.vm {
             vms.push(raw.check()?);
         }
+        let metrics_listen = self
+            .metrics_listen
+            .map(|m| {
+                m.parse::<SocketAddr>().map_err(|_| {
+                    format!(
+                        "metrics_listen = {m:?} is not an address:port such as \"127.0.0.1:9810\""
+                    )
+                })
+            })
+            .transpose()?;
+        let resync_seconds = self.resync_seconds.unwrap_or(DEFAULT_RESYNC_SECONDS);
+        if !(1..=3600).contains(&resync_seconds) {
+            return Err(format!(
+                "resync_seconds = {resync_seconds} must be between 1 and 3600"
+            ));
+        }
+        let pidfile = self
+            .pidfile
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PIDFILE));
+        if !pidfile.is_absolute() {
+            return Err(format!("pidfile = {pidfile:?} must be an absolute path"));
+        }
         let config = Config {
             uplink: self.uplink,
             bpffs,
             host_addresses,
             shim,
             vms,
+            metrics_listen,
+            resync_seconds,
+            pidfile,
         };
         check_unique(&config)?;
         Ok(config)
@@ -226,22 +334,37 @@ impl RawVm {
         if self.name.trim().is_empty() {
             return Err("[[vm]] name must not be empty".into());
         }
-        check_ifname(&format!("{at} interface"), &self.interface)?;
+        if let Some(i) = &self.interface {
+            check_ifname(&format!("{at} interface"), i)?;
+        }
         let mac = self
             .mac
             .map(|m| m.parse::<MacAddr>().map_err(|e| format!("{at} mac: {e}")))
             .transpose()?;
-        if self.create && mac.is_none() {
+        if self.create && (mac.is_none() || self.interface.is_none()) {
             return Err(format!(
-                "{at} has create = true but no mac: the guest's MAC must be known to create its macvtap"
+                "{at} has create = true but no {}: mvbridge needs both to create its macvtap",
+                if mac.is_none() { "mac" } else { "interface" }
             ));
         }
-        if self.addresses.is_empty() {
-            return Err(format!("{at} has no addresses"));
+        if self.interface.is_none() && mac.is_none() {
+            return Err(format!(
+                "{at} needs an interface, a mac, or both, to find its macvtap"
+            ));
         }
         let mut addresses = Vec::new();
         for a in &self.addresses {
             addresses.push(parse_address(&format!("{at} addresses"), a, false)?);
+        }
+        let mut learn = Vec::new();
+        for p in &self.learn {
+            learn.push(
+                p.parse::<Prefix>()
+                    .map_err(|e| format!("{at} learn: {e}"))?,
+            );
+        }
+        if addresses.is_empty() && learn.is_empty() {
+            return Err(format!("{at} has no addresses (and learns none)"));
         }
         Ok(Vm {
             name: self.name,
@@ -249,6 +372,7 @@ impl RawVm {
             create: self.create,
             mac,
             addresses,
+            learn,
         })
     }
 }
@@ -319,19 +443,19 @@ fn check_unique(config: &Config) -> Result<(), String> {
         if names.insert(vm.name.as_str(), ()).is_some() {
             return Err(format!("two [[vm]] entries are named {:?}", vm.name));
         }
-        for other in [&config.uplink, &config.shim.name] {
-            if &vm.interface == other {
+        if let Some(interface) = &vm.interface {
+            if interface == &config.uplink || interface == &config.shim.name {
                 return Err(format!(
                     "[[vm]] {:?} interface {:?} is the uplink or the shim",
-                    vm.name, vm.interface
+                    vm.name, interface
                 ));
             }
-        }
-        if let Some(prev) = interfaces.insert(vm.interface.as_str(), vm.name.as_str()) {
-            return Err(format!(
-                "[[vm]] {:?} and {:?} both use interface {:?}",
-                prev, vm.name, vm.interface
-            ));
+            if let Some(prev) = interfaces.insert(interface.as_str(), vm.name.as_str()) {
+                return Err(format!(
+                    "[[vm]] {:?} and {:?} both use interface {:?}",
+                    prev, vm.name, interface
+                ));
+            }
         }
         if let Some(mac) = vm.mac {
             if Some(mac) == config.shim.mac {
@@ -415,9 +539,35 @@ addresses = ["203.0.113.162"]
     }
 
     #[test]
+    fn prefixes_contain_what_they_should() {
+        let p: Prefix = "203.0.113.160/28".parse().unwrap();
+        assert!(p.contains(&"203.0.113.175".parse().unwrap()));
+        assert!(!p.contains(&"203.0.113.176".parse().unwrap()));
+        assert!(!p.contains(&"2001:db8::1".parse().unwrap()));
+        let p6: Prefix = "2001:db8:0:1::/64".parse().unwrap();
+        assert!(p6.contains(&"2001:db8:0:1::ffff".parse().unwrap()));
+        assert!(!p6.contains(&"2001:db8:0:2::1".parse().unwrap()));
+        let all: Prefix = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(&"198.51.100.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_vm_can_be_matched_by_mac_alone_and_learn() {
+        let c = Config::parse(
+            "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\nlearn = [\"203.0.113.160/28\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.vms[0].interface, None);
+        assert!(c.vms[0].addresses.is_empty());
+        assert_eq!(c.vms[0].learn[0].len, 28);
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = Config::parse("uplink = \"eth0\"\n").unwrap();
         assert_eq!(c.bpffs, PathBuf::from(DEFAULT_BPFFS));
+        assert_eq!(c.resync_seconds, DEFAULT_RESYNC_SECONDS);
+        assert_eq!(c.metrics_listen, None);
         assert_eq!(c.shim.name, DEFAULT_SHIM);
         assert!(c.vms.is_empty());
     }
@@ -480,6 +630,18 @@ addresses = ["203.0.113.162"]
             (
                 "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = []\n",
                 "has no addresses",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\naddresses = [\"203.0.113.5\"]\n",
+                "needs an interface, a mac, or both",
+            ),
+            (
+                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\nlearn = [\"203.0.113.0/33\"]\n",
+                "length must be 0..=32",
+            ),
+            (
+                "uplink = \"eth0\"\nmetrics_listen = \"localhost\"\n",
+                "is not an address:port",
             ),
             (
                 "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"fe80::1\"]\n",

@@ -1,20 +1,24 @@
-//! What the datapath's tables must hold, derived from the resolved links
-//! and addresses. Pure data: the loader writes it, tests compare it.
+//! What the datapath's tables must hold, derived from the links and
+//! addresses the reconcile loop found. Pure data: the loop writes it,
+//! tests compare it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use mvbridge_common::maps::{
-    ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings,
+    ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_LEARN, VmLink,
 };
 
 use crate::netlink::Link;
 
-/// A VM as the datapath sees it: its link and its addresses.
+/// A VM as the datapath sees it.
 #[derive(Clone, Debug)]
 pub struct VmEntry<'a> {
     pub link: &'a Link,
-    pub addresses: &'a [IpAddr],
+    /// Configured and learnt addresses.
+    pub addresses: Vec<IpAddr>,
+    pub slot: u32,
+    pub learns: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -23,6 +27,7 @@ pub struct Desired {
     pub local4: BTreeMap<Ipv4Key, Endpoint>,
     pub local6: BTreeMap<Ipv6Key, Endpoint>,
     pub macs: BTreeMap<Mac, Endpoint>,
+    pub links: BTreeMap<u32, VmLink>,
 }
 
 impl Desired {
@@ -43,21 +48,32 @@ impl Desired {
             _pad: 0,
             vm: 0,
         };
-        for a in host {
-            d.insert(*a, host_ep);
-        }
-        for (i, vm) in vms.iter().enumerate() {
+        for vm in vms {
+            let mac = vm.link.mac.unwrap_or_default();
             let ep = Endpoint {
                 ifindex: vm.link.index,
-                mac: vm.link.mac.unwrap_or_default(),
+                mac,
                 kind: ENDPOINT_VM,
                 _pad: 0,
-                vm: i as u32,
+                vm: vm.slot,
             };
-            d.macs.insert(ep.mac, ep);
-            for a in vm.addresses {
+            d.macs.insert(mac, ep);
+            d.links.insert(
+                vm.link.index,
+                VmLink {
+                    slot: vm.slot,
+                    flags: if vm.learns { VMLINK_LEARN } else { 0 },
+                    mac,
+                    _pad: [0; 2],
+                },
+            );
+            for a in &vm.addresses {
                 d.insert(*a, ep);
             }
+        }
+        // The host's addresses last: they win over anything a VM claims.
+        for a in host {
+            d.insert(*a, host_ep);
         }
         d
     }

@@ -1,36 +1,36 @@
 //! mvbridge: lets a KVM host talk to its own macvtap-attached VMs.
 
 mod bpffs;
+mod check;
 mod cli;
 mod config;
+mod daemon;
 mod datapath;
 mod desired;
 mod errno;
+mod metrics;
 mod netlink;
-mod plan;
+mod notify;
+mod observe;
 mod preflight;
-mod run;
-mod setup;
+mod reconcile;
+mod report;
 mod status;
 mod tables;
 mod teardown;
+mod watch;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("MVBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,10 +50,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr. Under systemd (JOURNAL_STREAM set) the journal adds
+/// timestamps itself, so lines carry none, and no colours anywhere but a
+/// terminal.
+fn init_logging() {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let filter = EnvFilter::try_from_env("MVBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(colour);
+    if journal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => run::run(&config).await,
-        Command::Down { config } => run::down(&config).await,
+        Command::Run { config, keep } => daemon::run(&config, keep).await,
+        Command::Down { config } => daemon::down(&config).await,
         Command::Status { config, json } => status::status(&config, json).await,
+        Command::Reload { config } => daemon::request_reload(&config).await,
+        Command::Check { config } => check::check(&config).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mvbridge",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The pinned maps, opened by path: the daemon writes them, `status`
-//! reads them, from any process.
+//! The pinned maps, opened by path: the daemon writes them, `status` and
+//! the metrics endpoint read them, from any process.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aya::Pod;
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use mvbridge_common::maps::{
-    Counter, Endpoint, Ipv4Key, Ipv6Key, MAP_DROPS, MAP_LOCAL4, MAP_LOCAL6, MAP_MACS, MAP_PATHS,
-    MAP_SETTINGS, Mac, Settings,
+    Counter, Endpoint, Ipv4Key, Ipv6Key, MAP_DROPS, MAP_LINKS, MAP_LOCAL4, MAP_LOCAL6, MAP_MACS,
+    MAP_PATHS, MAP_SETTINGS, MAP_SLOTS, MAP_VMSTATS, MAX_VMS, Mac, Settings, VmCounters, VmLink,
 };
 use mvbridge_common::stats::{DropReason, Path, Proto, path_slot};
 
@@ -22,8 +22,13 @@ pub struct Tables {
     local4: HashMap<MapData, Ipv4Key, Endpoint>,
     local6: HashMap<MapData, Ipv6Key, Endpoint>,
     macs: HashMap<MapData, Mac, Endpoint>,
+    links: HashMap<MapData, u32, VmLink>,
     paths: PerCpuArray<MapData, Counter>,
     drops: PerCpuArray<MapData, u64>,
+    vmstats: PerCpuArray<MapData, VmCounters>,
+    /// VM name hash -> counter slot. The programs never read it; it is
+    /// pinned so a restarted daemon gives every VM its old slot back.
+    slots: HashMap<MapData, u64, u32>,
 }
 
 fn open<T>(pins: &PinDir, name: &str) -> Result<T, String>
@@ -45,34 +50,66 @@ where
     })
 }
 
+/// Stable 64-bit FNV-1a of a VM's name: the key of its slot.
+pub fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 impl Tables {
+    /// Creates and pins the slot map, unless an earlier run did. Only the
+    /// daemon does this; readers never change the pin directory.
+    pub fn create_slots(pins: &PinDir) -> Result<(), String> {
+        let slots_path = pins.map(MAP_SLOTS);
+        if !slots_path.exists() {
+            let fresh = HashMap::<MapData, u64, u32>::create(MAX_VMS, 0)
+                .map_err(|e| format!("creating the slot map: {}", errno::chain(&e)))?;
+            fresh
+                .pin(&slots_path)
+                .map_err(|e| format!("pinning the slot map: {}", errno::chain(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the pinned maps.
     pub fn open(pins: &PinDir) -> Result<Tables, String> {
         Ok(Tables {
             settings: open(pins, MAP_SETTINGS)?,
             local4: open(pins, MAP_LOCAL4)?,
             local6: open(pins, MAP_LOCAL6)?,
             macs: open(pins, MAP_MACS)?,
+            links: open(pins, MAP_LINKS)?,
             paths: open(pins, MAP_PATHS)?,
             drops: open(pins, MAP_DROPS)?,
+            vmstats: open(pins, MAP_VMSTATS)?,
+            slots: open(pins, MAP_SLOTS)?,
         })
     }
 
-    /// Makes the tables hold exactly `want`. Within each table new and
-    /// changed entries go in first, so live traffic never sees a hole, then
-    /// stale ones go; settings last, once every endpoint they imply exists.
-    pub fn sync(&mut self, want: &Desired) -> Result<(), String> {
-        sync_map(&mut self.local4, &want.local4, |k| {
+    /// Makes the tables hold exactly `want`, touching only entries that
+    /// differ: new and changed ones first, so live traffic never sees a
+    /// hole, then stale ones; settings last, once every endpoint they imply
+    /// exists. Returns how many entries changed.
+    pub fn sync(&mut self, want: &Desired) -> Result<usize, String> {
+        let mut changed = 0;
+        changed += sync_map(&mut self.local4, &want.local4, |k| {
             Ipv4Addr::from(*k).to_string()
         })?;
-        sync_map(&mut self.local6, &want.local6, |k| {
+        changed += sync_map(&mut self.local6, &want.local6, |k| {
             Ipv6Addr::from(*k).to_string()
         })?;
-        sync_map(&mut self.macs, &want.macs, |k| {
+        changed += sync_map(&mut self.macs, &want.macs, |k| {
             format!("MAC {}", MacAddr(*k))
         })?;
-        self.settings
-            .set(0, want.settings, 0)
-            .map_err(|e| format!("writing settings: {}", errno::chain(&e)))
+        changed += sync_map(&mut self.links, &want.links, |k| format!("link {k}"))?;
+        if self.settings.get(&0, 0).ok() != Some(want.settings) {
+            self.settings
+                .set(0, want.settings, 0)
+                .map_err(|e| format!("writing settings: {}", errno::chain(&e)))?;
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     pub fn local4(&self) -> Vec<(Ipv4Key, Endpoint)> {
@@ -81,6 +118,76 @@ impl Tables {
 
     pub fn local6(&self) -> Vec<(Ipv6Key, Endpoint)> {
         self.local6.iter().filter_map(Result::ok).collect()
+    }
+
+    /// The counter slot of every VM that has one, by name hash.
+    pub fn slots(&self) -> BTreeMap<u64, u32> {
+        self.slots.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Gives `name` a counter slot (its old one if it had one), zeroing a
+    /// fresh slot so it does not inherit a removed VM's counts.
+    pub fn slot_for(&mut self, name: &str) -> Result<u32, String> {
+        let key = name_key(name);
+        if let Ok(slot) = self.slots.get(&key, 0) {
+            return Ok(slot);
+        }
+        let used: std::collections::BTreeSet<u32> = self
+            .slots
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, s)| s)
+            .collect();
+        let slot = (0..MAX_VMS)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| format!("no counter slot left for VM {name:?} ({MAX_VMS} in use)"))?;
+        let zero =
+            vec![VmCounters::default(); aya::util::nr_cpus().map_err(|(_, e)| e.to_string())?];
+        let zero = aya::maps::PerCpuValues::try_from(zero).map_err(|e| e.to_string())?;
+        self.vmstats
+            .set(slot, zero, 0)
+            .map_err(|e| format!("clearing counter slot {slot}: {}", errno::chain(&e)))?;
+        self.slots
+            .insert(key, slot, 0)
+            .map_err(|e| format!("recording the slot of {name:?}: {}", errno::chain(&e)))?;
+        Ok(slot)
+    }
+
+    /// Frees the slots of VMs no longer configured.
+    pub fn release_slots(&mut self, keep: &[&str]) -> Result<(), String> {
+        let keep: Vec<u64> = keep.iter().map(|n| name_key(n)).collect();
+        let gone: Vec<u64> = self
+            .slots
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for k in gone {
+            self.slots
+                .remove(&k)
+                .map_err(|e| format!("freeing a counter slot: {}", errno::chain(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// A VM's traffic, summed over CPUs.
+    pub fn vm_counters(&self, slot: u32) -> VmCounters {
+        let mut sum = VmCounters::default();
+        if let Ok(per_cpu) = self.vmstats.get(&slot, 0) {
+            for c in per_cpu.iter() {
+                for (s, x) in [
+                    (&mut sum.to_host, c.to_host),
+                    (&mut sum.from_host, c.from_host),
+                    (&mut sum.to_vms, c.to_vms),
+                    (&mut sum.from_vms, c.from_vms),
+                ] {
+                    s.packets += x.packets;
+                    s.bytes += x.bytes;
+                }
+                sum.dropped += c.dropped;
+            }
+        }
+        sum
     }
 
     /// Steered traffic, summed over CPUs, for every path and protocol.
@@ -120,23 +227,25 @@ fn sync_map<K, V>(
     map: &mut HashMap<MapData, K, V>,
     want: &BTreeMap<K, V>,
     show: impl Fn(&K) -> String,
-) -> Result<(), String>
+) -> Result<usize, String>
 where
     K: Pod + Ord,
-    V: Pod,
+    V: Pod + PartialEq,
 {
+    let have: BTreeMap<K, V> = map.iter().filter_map(Result::ok).collect();
+    let mut changed = 0;
     for (k, v) in want {
+        if have.get(k) == Some(v) {
+            continue;
+        }
         map.insert(k, v, 0)
             .map_err(|e| format!("adding {} to the datapath: {}", show(k), errno::chain(&e)))?;
+        changed += 1;
     }
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !want.contains_key(k))
-        .collect();
-    for k in stale {
-        map.remove(&k)
-            .map_err(|e| format!("removing stale {}: {}", show(&k), errno::chain(&e)))?;
+    for k in have.keys().filter(|k| !want.contains_key(k)) {
+        map.remove(k)
+            .map_err(|e| format!("removing stale {}: {}", show(k), errno::chain(&e)))?;
+        changed += 1;
     }
-    Ok(())
+    Ok(changed)
 }

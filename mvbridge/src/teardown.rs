@@ -8,7 +8,7 @@ use crate::bpffs::PinDir;
 use crate::config::Config;
 use crate::datapath;
 use crate::netlink::Netlink;
-use crate::plan;
+use crate::observe;
 
 /// What was removed, for the log and for `down`'s report.
 #[derive(Debug, Default)]
@@ -18,6 +18,12 @@ pub struct Removed {
     pub links: Vec<String>,
 }
 
+impl Removed {
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_empty() && self.pins == 0 && self.links.is_empty()
+    }
+}
+
 pub async fn remove(config: &Config, nl: &Netlink) -> Result<Removed> {
     let mut removed = Removed::default();
     let mut problems = Vec::new();
@@ -25,17 +31,13 @@ pub async fn remove(config: &Config, nl: &Netlink) -> Result<Removed> {
 
     // Hooks first, the uplink's before the others, so steering stops
     // before the links it points to go away.
-    let mut entries = pins.entries()?;
-    let uplink_pin = pins.link(&config.uplink);
-    entries.sort_by_key(|p| (p != &uplink_pin, p.clone()));
-    for path in &entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(ifname) = name.strip_prefix("link_") {
-            match datapath::detach(path) {
-                Ok(true) => removed.hooks.push(ifname.to_owned()),
-                Ok(false) => {}
-                Err(e) => problems.push(format!("detaching {ifname}: {e}")),
-            }
+    let mut hooks = pins.hooks()?;
+    hooks.sort_by_key(|(_, role, ifname)| (role != "uplink", ifname.clone()));
+    for (path, _, ifname) in &hooks {
+        match datapath::detach(path) {
+            Ok(true) => removed.hooks.push(ifname.clone()),
+            Ok(false) => {}
+            Err(e) => problems.push(format!("detaching {ifname}: {e}")),
         }
     }
     for path in pins.entries()? {
@@ -53,7 +55,7 @@ pub async fn remove(config: &Config, nl: &Netlink) -> Result<Removed> {
         .map(|l| l.index);
     for link in &links {
         let on_uplink = uplink.is_some() && link.lower == uplink;
-        if plan::is_ours(link) && on_uplink {
+        if observe::is_ours(link) && on_uplink {
             match nl.delete(link.index).await {
                 Ok(()) => removed.links.push(link.name.clone()),
                 Err(e) if e.errno == Some(libc::ENODEV) => {}

@@ -107,13 +107,28 @@ impl Drop for Daemon {
 }
 
 /// Runs a one-shot `mvbridge` command (status, down, run that should fail)
-/// inside `host`.
+/// inside `host`. A command still running after 20 s is killed (a `run`
+/// that should have refused would otherwise hang the test).
 pub fn mvbridge(host: &Netns, args: &[&str]) -> Result<Output> {
-    host.command(bins::path("mvbridge")?.to_str().context("utf-8 path")?)?
+    let child = host
+        .command(bins::path("mvbridge")?.to_str().context("utf-8 path")?)?
         .args(args)
         .env("NO_COLOR", "1")
-        .output()
-        .context("running mvbridge")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running mvbridge")?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            // SAFETY: kill(2) on our own child, which did not finish.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().context("waiting for mvbridge")?;
+    let _ = tx.send(());
+    Ok(out)
 }
 
 /// `mvbridge status --json`, parsed, with the exit status.

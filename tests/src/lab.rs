@@ -324,8 +324,9 @@ impl Lab {
     /// mvbridge's config for this lab.
     pub fn config(&self) -> String {
         let mut c = format!(
-            "uplink = \"{UPLINK}\"\nbpffs = \"{}\"\n\n[shim]\nname = \"{SHIM}\"\n",
-            self.bpffs().display()
+            "uplink = \"{UPLINK}\"\nbpffs = \"{}\"\npidfile = \"{}\"\n\n[shim]\nname = \"{SHIM}\"\n",
+            self.bpffs().display(),
+            self.dir.join("mvbridge.pid").display()
         );
         for s in &self.specs {
             c.push_str(&format!(

@@ -308,7 +308,9 @@ fn status_reports_the_datapath_and_its_counters() {
         .iter()
         .find(|v| v["name"] == "b")
         .unwrap();
-    assert_eq!(vm_b["addresses"][0], "203.0.113.162");
+    assert_eq!(vm_b["addresses"][0]["address"], "203.0.113.162");
+    assert_eq!(vm_b["addresses"][0]["source"], "config");
+    assert_eq!(vm_b["state"], "live");
     assert!(vm_b["tap"].as_str().unwrap().starts_with("/dev/tap"));
 
     for _ in 0..3 {

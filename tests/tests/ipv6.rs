@@ -255,7 +255,7 @@ fn status_shows_ipv6_entries() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a == "2001:db8:0:1::163"),
+            .any(|a| a["address"] == "2001:db8:0:1::163"),
         "{vm_c}"
     );
     assert!(

@@ -1,0 +1,258 @@
+//! `mvbridge run` and `mvbridge down`: the daemon around the reconcile loop.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::netlink::Netlink;
+use crate::reconcile::{Pass, Reconciler};
+use crate::{metrics, notify, preflight, teardown, watch};
+
+/// How long a burst of netlink events (a link comes with several
+/// NEWLINKs) is let settle before the pass that handles it.
+const SETTLE: Duration = Duration::from_millis(2);
+
+pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    preflight::privileges("run")?;
+    preflight::kernel()?;
+    let nl = Netlink::connect().context("opening rtnetlink")?;
+    // Signals and notifications are taken over before set-up: a SIGTERM
+    // during it still leads to a clean exit, and no change is missed.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut events = watch::subscribe().context("subscribing to rtnetlink notifications")?;
+
+    let t0 = Instant::now();
+    let mut rec = Reconciler::start(config.clone(), nl.clone()).await?;
+    tracing::info!(
+        uplink = %config.uplink,
+        shim = %config.shim.name,
+        vms = rec.present_vms().len(),
+        elapsed_us = t0.elapsed().as_micros() as u64,
+        "datapath attached"
+    );
+    let mut live = rec.present_vms();
+    for (vm, ifindex) in &live {
+        tracing::info!(vm = %vm, tap = %format!("/dev/tap{ifindex}"), "vm ready");
+    }
+    let pidfile = PidFile::write(&config.pidfile)?;
+    notify::send("READY=1\nSTATUS=datapath attached");
+
+    let shared = Arc::new(RwLock::new(config.clone()));
+    if let Some(addr) = config.metrics_listen {
+        metrics::spawn(addr, shared.clone(), nl.clone())
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+    }
+    let mut ring = match rec.datapath().take_learn_ring() {
+        // SAFETY: the ring buffer owns its fd and outlives the AsyncFd,
+        // which owns the ring.
+        Some(r) => Some(
+            unsafe { AsyncFd::register(r) }
+                .map_err(|e| e.into_parts().1)
+                .context("watching the learning ring")?,
+        ),
+        None => None,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(config.resync_seconds));
+    tick.tick().await;
+
+    loop {
+        tokio::select! {
+            Some(_) = events.recv() => {
+                let seen = Instant::now();
+                tokio::time::sleep(SETTLE).await;
+                while events.try_recv().is_ok() {}
+                pass(&mut rec, Pass::Event, seen, &mut live).await;
+            }
+            _ = tick.tick() => pass(&mut rec, Pass::Full, Instant::now(), &mut live).await,
+            _ = hup.recv() => reload(&mut rec, config_path, &shared, &mut live).await,
+            guard = async { ring.as_mut().expect("guarded").readable_mut().await }, if ring.is_some() => {
+                let seen = Instant::now();
+                let mut guard = guard?;
+                let mut learnt = false;
+                while let Some(item) = guard.get_inner_mut().next() {
+                    if let Some(event) = learn_event(&item) {
+                        learnt |= rec.learn(&event);
+                    }
+                }
+                guard.clear_ready();
+                if learnt {
+                    pass(&mut rec, Pass::Event, seen, &mut live).await;
+                }
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT"); break; }
+        }
+    }
+
+    notify::send("STOPPING=1");
+    drop(pidfile);
+    if keep {
+        tracing::info!("leaving the datapath in place (--keep); `mvbridge down` removes it");
+        return Ok(ExitCode::SUCCESS);
+    }
+    tracing::info!("removing the datapath");
+    let removed = teardown::remove(rec.config(), &nl).await?;
+    tracing::info!(
+        hooks = removed.hooks.len(),
+        pins = removed.pins,
+        links = ?removed.links,
+        "datapath removed"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn learn_event(item: &[u8]) -> Option<mvbridge_common::maps::LearnEvent> {
+    let size = std::mem::size_of::<mvbridge_common::maps::LearnEvent>();
+    if item.len() < size {
+        return None;
+    }
+    // SAFETY: LearnEvent is plain old data and the slice holds at least
+    // one; read_unaligned copes with the ring's alignment.
+    Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
+}
+
+/// One pass, logged: what changed, how long after the trigger, and which
+/// VMs went live or away.
+async fn pass(rec: &mut Reconciler, kind: Pass, since: Instant, live: &mut Vec<(String, u32)>) {
+    match rec.reconcile(kind).await {
+        Ok(out) => {
+            let now = rec.present_vms();
+            let took = since.elapsed().as_micros() as u64;
+            for (vm, ifindex) in now.iter().filter(|v| !live.contains(v)) {
+                tracing::info!(vm = %vm, tap = %format!("/dev/tap{ifindex}"), reaction_us = took, "vm ready");
+            }
+            for (vm, _) in live.iter().filter(|v| !now.contains(v)) {
+                tracing::info!(vm = %vm, reaction_us = took, "vm gone");
+            }
+            if out.changed_entries > 0 || !out.attached.is_empty() || !out.created.is_empty() {
+                tracing::info!(
+                    entries = out.changed_entries,
+                    attached = ?out.attached,
+                    created = ?out.created,
+                    reaction_us = took,
+                    "datapath updated"
+                );
+            }
+            *live = now;
+        }
+        Err(e) => tracing::error!("reconcile failed (retrying on the next change): {e:#}"),
+    }
+}
+
+async fn reload(
+    rec: &mut Reconciler,
+    config_path: &Path,
+    shared: &Arc<RwLock<Config>>,
+    live: &mut Vec<(String, u32)>,
+) {
+    notify::send("RELOADING=1");
+    let loaded = Config::load(config_path).map_err(anyhow::Error::from);
+    let applied = match loaded {
+        Ok(new) => rec.reload(new).await,
+        Err(e) => Err(e),
+    };
+    match applied {
+        Ok(_) => {
+            if let Ok(mut c) = shared.write() {
+                *c = rec.config().clone();
+            }
+            tracing::info!(config = %config_path.display(), "config reloaded");
+            *live = {
+                let now = rec.present_vms();
+                for (vm, ifindex) in now.iter().filter(|v| !live.contains(v)) {
+                    tracing::info!(vm = %vm, tap = %format!("/dev/tap{ifindex}"), "vm ready");
+                }
+                now
+            };
+        }
+        Err(e) => tracing::error!("reload rejected, the running config stays: {e:#}"),
+    }
+    notify::send("READY=1");
+}
+
+pub async fn down(config_path: &Path) -> Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    preflight::privileges("down")?;
+    let nl = Netlink::connect().context("opening rtnetlink")?;
+    if let Some(pid) = PidFile::running(&config.pidfile) {
+        anyhow::bail!(
+            "mvbridge is running (pid {pid}); stop it first, or it would put everything back"
+        );
+    }
+    let removed = teardown::remove(&config, &nl).await?;
+    if removed.is_empty() {
+        println!("nothing to remove");
+    } else {
+        println!(
+            "removed {} hooks ({}), {} pins, links: {}",
+            removed.hooks.len(),
+            removed.hooks.join(", "),
+            removed.pins,
+            if removed.links.is_empty() {
+                "none".to_owned()
+            } else {
+                removed.links.join(", ")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mvbridge reload`: checks the config first (so a mistake is reported
+/// here, not only in the daemon's log), then signals the daemon.
+pub async fn request_reload(config_path: &Path) -> Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let Some(pid) = PidFile::running(&config.pidfile) else {
+        anyhow::bail!(
+            "no running mvbridge found (pidfile {})",
+            config.pidfile.display()
+        );
+    };
+    // SAFETY: kill(2) with a pid read from our pidfile.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("signalling pid {pid}"));
+    }
+    println!("reload requested (pid {pid}); the daemon logs the outcome");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's pidfile, removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> Result<PidFile> {
+        if let Some(pid) = PidFile::running(path) {
+            anyhow::bail!("another mvbridge (pid {pid}) is running with this pidfile");
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(PidFile(path.to_owned()))
+    }
+
+    /// The pid in `path`, if that process is alive.
+    fn running(path: &Path) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+        // SAFETY: signal 0 only checks existence.
+        (pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && pid != std::process::id() as i32)
+            .then_some(pid)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
