@@ -29,6 +29,9 @@ pub fn apply(ctx: &TcContext, decision: Decision, sender: u32) -> i32 {
     match decision.verdict {
         Verdict::Pass => PASS,
         Verdict::Drop(reason) => {
+            // Off unless the daemon loads us with `ebpf_log = true`: the
+            // level is a frozen global, so the verifier prunes this.
+            aya_log_ebpf::debug!(ctx, "drop reason={} ifindex={}", reason as u32, sender);
             if sender != 0 {
                 // SAFETY: the value is read once; the loader writes it whole.
                 if let Some(link) = unsafe { MVB_LINKS.get(sender) } {

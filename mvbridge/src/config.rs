@@ -31,6 +31,9 @@ pub struct Config {
     pub resync_seconds: u64,
     /// Where the daemon writes its PID, for `mvbridge reload`.
     pub pidfile: PathBuf,
+    /// Forward the programs' own debug events (drops, with reason and
+    /// link) to the log. Off by default: it costs a little per drop.
+    pub ebpf_log: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +197,8 @@ struct RawConfig {
     metrics_listen: Option<String>,
     resync_seconds: Option<u64>,
     pidfile: Option<PathBuf>,
+    #[serde(default)]
+    ebpf_log: bool,
     shim: Option<RawShim>,
     #[serde(default)]
     vm: Vec<RawVm>,
@@ -322,6 +327,7 @@ impl RawConfig {
             metrics_listen,
             resync_seconds,
             pidfile,
+            ebpf_log: self.ebpf_log,
         };
         check_unique(&config)?;
         Ok(config)

@@ -62,6 +62,16 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let mut ebpf_log = match config.ebpf_log.then(|| rec.datapath().logger()).flatten() {
+        // SAFETY: the logger owns its ring buffer fd and outlives the
+        // AsyncFd, which owns the logger.
+        Some(l) => Some(
+            unsafe { AsyncFd::register(l) }
+                .map_err(|e| e.into_parts().1)
+                .context("watching the eBPF log")?,
+        ),
+        None => None,
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(config.resync_seconds));
     tick.tick().await;
 
@@ -88,6 +98,11 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
                 if learnt {
                     pass(&mut rec, Pass::Event, seen, &mut live).await;
                 }
+            }
+            guard = async { ebpf_log.as_mut().expect("guarded").readable_mut().await }, if ebpf_log.is_some() => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
             }
             _ = term.recv() => { tracing::info!("SIGTERM"); break; }
             _ = int.recv() => { tracing::info!("SIGINT"); break; }

@@ -171,14 +171,22 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the object with its maps pinned (by name) under `pins`,
     /// reusing maps an earlier run pinned there, contents and all.
-    pub fn load(pins: &PinDir) -> Result<Datapath, DatapathError> {
+    /// `ebpf_log`: let the programs' debug events through (they are
+    /// compiled out by the verifier otherwise).
+    pub fn load(pins: &PinDir, ebpf_log: bool) -> Result<Datapath, DatapathError> {
         if OBJECT.is_empty() {
             return Err(DatapathError::NoObject);
         }
         check_pinned_maps(pins)?;
         let adopted = pins.map(MAP_LOCAL4).exists();
+        let level: u8 = if ebpf_log {
+            aya_log_common_level_debug()
+        } else {
+            0
+        };
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pins.dir)
+            .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .map_err(|e| DatapathError::Load(explain(&e)))?;
         for role in Role::ALL {
@@ -272,6 +280,17 @@ impl Datapath {
         Ok(())
     }
 
+    /// A reader of the programs' log events (see `load`'s `ebpf_log`).
+    pub fn logger(&mut self) -> Option<aya_log::EbpfLogger<EbpfEvents>> {
+        match aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, EbpfEvents) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("eBPF logging unavailable: {e}");
+                None
+            }
+        }
+    }
+
     /// Takes the learning ring out of the object, for the daemon to read.
     pub fn take_learn_ring(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
         self.ebpf
@@ -307,4 +326,27 @@ pub fn attached_programs(ifname: &str) -> Result<Vec<(u32, String)>, String> {
         .iter()
         .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))
         .collect())
+}
+
+/// aya-log's `Level::Debug` (levels count up from Error = 1); a value at
+/// or above it enables debug events.
+const fn aya_log_common_level_debug() -> u8 {
+    4
+}
+
+/// Hands the programs' events to the daemon's log. They only exist when
+/// `ebpf_log` asked for them, so they are logged as they come (at info,
+/// whatever level the program gave them), tagged `ebpf`.
+pub struct EbpfEvents;
+
+impl log::Log for EbpfEvents {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        tracing::info!(target: "ebpf", "{}", record.args());
+    }
+
+    fn flush(&self) {}
 }

@@ -89,7 +89,7 @@ impl Reconciler {
     }
 
     async fn load(config: Config, nl: Netlink, pins: PinDir) -> Result<Reconciler> {
-        let mut datapath = Datapath::load(&pins)?;
+        let mut datapath = Datapath::load(&pins, config.ebpf_log)?;
         let adopted = datapath.adopt_hooks(&pins);
         if datapath.adopted {
             tracing::info!(hooks = ?adopted, "adopted the pinned datapath; programs replaced in place");

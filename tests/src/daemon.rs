@@ -21,9 +21,21 @@ impl Daemon {
     /// Starts `mvbridge run -c config` in `host` and waits until the
     /// datapath is attached (or the daemon gives up).
     pub fn start(host: &Netns, config: &Path) -> Result<Daemon> {
+        Daemon::start_with(host, config, &[], &[])
+    }
+
+    /// Like `start`, with extra arguments (`--keep`) and environment.
+    pub fn start_with(
+        host: &Netns,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut child = host
             .command(bins::path("mvbridge")?.to_str().context("utf-8 path")?)?
             .args(["run", "--config", &config.display().to_string()])
+            .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -75,6 +87,35 @@ impl Daemon {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits until a log line contains all of `needles`; returns the line.
+    pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .log()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return Ok(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no log line with {needles:?} within {timeout:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many log lines contain all of `needles`.
+    pub fn count_log(&self, needles: &[&str]) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 
     /// Sends `signal` and waits for the daemon to exit; returns its status.
@@ -170,4 +211,14 @@ pub fn drops(status: &serde_json::Value, reason: &str) -> u64 {
         .filter(|d| d["reason"] == reason)
         .filter_map(|d| d["count"].as_u64())
         .sum()
+}
+
+/// A `key=value` field of a log line (`reaction_us=1234`).
+pub fn log_field(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

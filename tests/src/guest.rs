@@ -33,7 +33,7 @@ impl Guest {
         dir: &Path,
         vnet_hdr: bool,
     ) -> Result<Guest> {
-        let ifname = spec.interface;
+        let ifname = spec.interface.as_str();
         let index = host.run(&["cat", &format!("/sys/class/net/{ifname}/ifindex")])?;
         let numbers = host.run(&[
             "cat",

@@ -46,7 +46,7 @@ pub const SHIM: &str = "mvb0";
 #[derive(Clone, Debug)]
 pub struct VmSpec {
     pub key: &'static str,
-    pub interface: &'static str,
+    pub interface: String,
     pub mac: &'static str,
     pub addr: Ipv4Addr,
     /// 26: the installer's on-link subnet; 32: the old /32 + on-link gateway.
@@ -63,7 +63,7 @@ pub fn seed_vms() -> Vec<VmSpec> {
     vec![
         VmSpec {
             key: "a",
-            interface: "macvtap0",
+            interface: "macvtap0".into(),
             mac: "52:54:00:00:00:a1",
             addr: Ipv4Addr::new(203, 0, 113, 161),
             prefix: 26,
@@ -73,7 +73,7 @@ pub fn seed_vms() -> Vec<VmSpec> {
         },
         VmSpec {
             key: "b",
-            interface: "mvt-web",
+            interface: "mvt-web".into(),
             mac: "52:54:00:00:00:b2",
             addr: Ipv4Addr::new(203, 0, 113, 162),
             prefix: 26,
@@ -83,7 +83,7 @@ pub fn seed_vms() -> Vec<VmSpec> {
         },
         VmSpec {
             key: "c",
-            interface: "macvtap2",
+            interface: "macvtap2".into(),
             mac: "52:54:00:00:00:c3",
             addr: Ipv4Addr::new(203, 0, 113, 163),
             prefix: 32,
@@ -269,6 +269,29 @@ impl Lab {
         self.guests.retain(|g| g.key != key);
         self.guests.push(guest);
         Ok(())
+    }
+
+    /// What libvirt does when a VM stops: the emulator goes, then the
+    /// macvtap is deleted.
+    pub fn libvirt_stop(&mut self, key: &str) -> Result<()> {
+        self.stop_guest(key);
+        let interface = self.spec(key).interface.clone();
+        self.host.ipw(&format!("link del {interface}"))?;
+        Ok(())
+    }
+
+    /// What libvirt does when a VM starts: a new macvtap with the VM's MAC
+    /// (under `interface`, which may differ from last time), then the VM.
+    pub fn libvirt_start(&mut self, key: &str, interface: &str) -> Result<()> {
+        let mac = self.spec(key).mac;
+        self.host.ipw(&format!(
+            "link add link {UPLINK} name {interface} address {mac} type macvtap mode bridge"
+        ))?;
+        self.host.ipw(&format!("link set {interface} up"))?;
+        if let Some(spec) = self.specs.iter_mut().find(|s| s.key == key) {
+            spec.interface = interface.to_owned();
+        }
+        self.start_guest(key)
     }
 
     /// Stops VM `key`'s emulator and removes its TAP (the VM shuts down).

@@ -192,3 +192,84 @@ pub fn send_packet_too_big(
     })??;
     Ok(())
 }
+
+/// A ping flood running in the background (`ping -i`), for counting what
+/// a change in the middle of it costs.
+pub struct Flood {
+    child: std::process::Child,
+}
+
+/// What a flood saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloodResult {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Flood {
+    /// `count` echo requests every `interval_ms` from `ns` to `to`.
+    pub fn start(ns: &Netns, to: impl Into<IpAddr>, count: u32, interval_ms: u32) -> Result<Flood> {
+        let to = to.into().to_string();
+        let interval = format!("{}", f64::from(interval_ms) / 1000.0);
+        let child = ns
+            .command("ping")?
+            .args([
+                "-q",
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-i",
+                &interval,
+                "-W",
+                "1",
+                &to,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Flood { child })
+    }
+
+    pub fn finish(self) -> Result<FloodResult> {
+        let out = self.child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .ok_or_else(|| anyhow::anyhow!("no ping summary in {text:?}"))?;
+        let num = |key: &str| -> u64 {
+            line.split(',')
+                .find(|p| p.contains(key))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(FloodResult {
+            sent: num("transmitted"),
+            received: num("received"),
+        })
+    }
+}
+
+/// GET `path` from an HTTP server in `ns`; the response body.
+pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
+    let path = path.to_owned();
+    let body = ns.in_ns(move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: mvbridge\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    })??;
+    let (head, body) = body
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP response: {body:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("HTTP error: {head}");
+    }
+    Ok(body.to_owned())
+}
