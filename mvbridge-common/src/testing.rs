@@ -1,5 +1,4 @@
 //! Frame builders and a small address book for the host-side unit tests.
-#![allow(dead_code)]
 
 use std::vec::Vec;
 

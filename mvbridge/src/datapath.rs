@@ -200,7 +200,8 @@ impl Datapath {
         Ok(Datapath { ebpf, adopted })
     }
 
-    fn program(&mut self, role: Role) -> Result<&mut SchedClassifier, String> {
+    /// A loaded program (not necessarily attached), e.g. for test runs.
+    pub fn program(&mut self, role: Role) -> Result<&mut SchedClassifier, String> {
         self.ebpf
             .program_mut(role.program())
             .ok_or_else(|| format!("program {} missing", role.program()))?

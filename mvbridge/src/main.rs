@@ -1,24 +1,5 @@
 //! mvbridge: lets a KVM host talk to its own macvtap-attached VMs.
 
-mod bpffs;
-mod check;
-mod cli;
-mod config;
-mod daemon;
-mod datapath;
-mod desired;
-mod errno;
-mod metrics;
-mod netlink;
-mod notify;
-mod observe;
-mod preflight;
-mod reconcile;
-mod report;
-mod status;
-mod tables;
-mod teardown;
-mod watch;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -26,7 +7,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command};
+use mvbridge::cli::{Cli, Command};
+use mvbridge::{check, daemon, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -3,6 +3,7 @@
 //! integration tests and by `cargo xtask demo`.
 
 pub mod bins;
+pub mod bpfrun;
 pub mod daemon;
 pub mod guest;
 pub mod lab;

@@ -1,0 +1,146 @@
+//! Running mvbridge's real programs on crafted frames with the kernel's
+//! BPF_PROG_TEST_RUN: loaded (not attached) exactly as the daemon loads
+//! them, with tables filled from real links, inside a namespace whose
+//! ifindexes the programs see.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use aya::programs::{TestRun, TestRunOptions};
+use mvbridge::bpffs::{self, PinDir};
+use mvbridge::datapath::{Datapath, Role};
+use mvbridge::desired::{Desired, VmEntry};
+use mvbridge::netlink::{Link, Netlink};
+use mvbridge::tables::Tables;
+use mvbridge_common::stats::{DropReason, Path as StatPath, Proto};
+
+/// `TC_ACT_UNSPEC` (pass on), `TC_ACT_SHOT`, `TC_ACT_REDIRECT`.
+pub const PASS: i32 = -1;
+pub const SHOT: i32 = 2;
+pub const REDIRECT: i32 = 7;
+
+/// The programs and their tables, ready for test runs. Must be used on a
+/// thread inside the namespace that holds the links.
+pub struct Bench {
+    datapath: Datapath,
+    pub tables: Tables,
+    pub links: BTreeMap<String, Link>,
+}
+
+/// A VM for the bench's tables: its macvtap's name, slot, addresses and
+/// whether it learns.
+pub struct BenchVm<'a> {
+    pub interface: &'a str,
+    pub slot: u32,
+    pub addresses: &'a [IpAddr],
+    pub learns: bool,
+}
+
+impl Bench {
+    /// Loads the programs with their maps pinned under `bpffs`, and fills
+    /// the tables for `uplink` (host addresses read from it) and `vms`.
+    pub fn new(bpffs_dir: &Path, uplink: &str, vms: &[BenchVm<'_>]) -> Result<Bench> {
+        let pins = PinDir::new(bpffs_dir);
+        bpffs::ensure(&pins.dir)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (links, host) = rt.block_on(async {
+            let nl = Netlink::connect()?;
+            let links = nl.links().await?;
+            let up = links
+                .iter()
+                .find(|l| l.name == uplink)
+                .ok_or_else(|| anyhow!("no {uplink}"))?;
+            let host = nl.addresses(up.index).await?;
+            Ok::<_, anyhow::Error>((links, host))
+        })?;
+        let links: BTreeMap<String, Link> =
+            links.into_iter().map(|l| (l.name.clone(), l)).collect();
+        let datapath = Datapath::load(&pins, false)?;
+        Tables::create_slots(&pins).map_err(anyhow::Error::msg)?;
+        let mut tables = Tables::open(&pins).map_err(anyhow::Error::msg)?;
+        let shim = Link {
+            index: 0,
+            name: "shim".into(),
+            mac: Some([0x02, 0, 0, 0, 0, 0x0f]),
+            kind: None,
+            lower: None,
+            macvlan_mode: None,
+            alias: None,
+            up: false,
+        };
+        let entries: Vec<VmEntry<'_>> = vms
+            .iter()
+            .map(|v| {
+                Ok(VmEntry {
+                    link: links.get(v.interface).context("no such VM link")?,
+                    addresses: v.addresses.to_vec(),
+                    slot: v.slot,
+                    learns: v.learns,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let desired = Desired::new(&links[uplink], &shim, &host, &entries);
+        tables.sync(&desired).map_err(anyhow::Error::msg)?;
+        drop(entries);
+        Ok(Bench {
+            datapath,
+            tables,
+            links,
+        })
+    }
+
+    /// The ring the programs report learnable addresses on.
+    pub fn learn_ring(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.datapath.take_learn_ring()
+    }
+
+    pub fn ifindex(&self, name: &str) -> u32 {
+        self.links[name].index
+    }
+
+    pub fn mac(&self, name: &str) -> [u8; 6] {
+        self.links[name].mac.expect("link has a MAC")
+    }
+
+    /// Runs `role`'s program on `frame` as sent on `ifname`'s egress;
+    /// returns its verdict and the frame as it left the program.
+    pub fn run(&mut self, role: Role, ifname: &str, frame: &[u8]) -> Result<(i32, Vec<u8>)> {
+        // struct __sk_buff, with the ifindex the program reads at 40.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&self.ifindex(ifname).to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.datapath.program(role).map_err(anyhow::Error::msg)?;
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .map_err(|e| anyhow!("test run of {} bytes: {}", frame.len(), mvbridge::errno::chain(&e)))?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value as i32, out))
+    }
+
+    pub fn path_packets(&self, path: StatPath, proto: Proto) -> u64 {
+        self.tables
+            .path_counters()
+            .into_iter()
+            .find(|(p, q, _)| *p == path && *q == proto)
+            .map(|(_, _, c)| c.packets)
+            .unwrap_or(0)
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.tables
+            .drop_counters()
+            .into_iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, n)| n)
+            .unwrap_or(0)
+    }
+}
