@@ -11,6 +11,9 @@ pub mod frame;
 pub mod maps;
 pub mod parse;
 pub mod stats;
+
+#[cfg(test)]
+mod props;
 /// Frame builders and a lab address book, for tests on the host (unit
 /// tests here, BPF_PROG_TEST_RUN tests in `tests`).
 #[cfg(any(test, feature = "builders"))]

@@ -675,4 +675,74 @@ addresses = ["203.0.113.162"]
             assert!(got.contains(want), "for {text:?}: {got:?} lacks {want:?}");
         }
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9:./-]{0,20}".prop_map(|s| format!("\"{s}\"")),
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just("true".to_owned()),
+                Just("[\"203.0.113.5\", \"2001:db8::5\"]".to_owned()),
+                "[ -~]{0,12}",
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "uplink", "bpffs", "host_addresses", "metrics_listen", "resync_seconds",
+                "pidfile", "ebpf_log", "name", "interface", "mac", "addresses", "create",
+                "learn", "colour",
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Whatever the file holds, parsing returns (never panics), and a
+            /// rejection says something.
+            #[test]
+            fn any_text_gets_an_answer(text in "[ -~\n]{0,300}") {
+                if let Err(Problem::Syntax(m) | Problem::Meaning(m)) = Config::parse(&text) {
+                    prop_assert!(!m.is_empty());
+                }
+            }
+
+            /// Config-shaped input: top-level keys, a [shim] and [[vm]]
+            /// tables with random values. Accepted configs satisfy the
+            /// invariants the daemon relies on.
+            #[test]
+            fn config_shaped_input(
+                top in proptest::collection::vec((key(), value()), 0..5),
+                vms in proptest::collection::vec(proptest::collection::vec((key(), value()), 0..6), 0..3),
+            ) {
+                let mut text = String::from("uplink = \"eth0\"\n");
+                for (k, v) in &top {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+                for vm in &vms {
+                    text.push_str("[[vm]]\n");
+                    for (k, v) in vm {
+                        text.push_str(&format!("{k} = {v}\n"));
+                    }
+                }
+                match Config::parse(&text) {
+                    Ok(c) => {
+                        let mut seen = std::collections::HashSet::new();
+                        for vm in &c.vms {
+                            prop_assert!(vm.interface.is_some() || vm.mac.is_some());
+                            prop_assert!(!vm.addresses.is_empty() || !vm.learn.is_empty());
+                            for a in &vm.addresses {
+                                prop_assert!(seen.insert(*a), "{a} accepted twice");
+                            }
+                        }
+                        prop_assert!(c.bpffs.is_absolute());
+                    }
+                    Err(Problem::Syntax(m) | Problem::Meaning(m)) => prop_assert!(!m.is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -32,6 +32,14 @@ enum Cmd {
     Demo,
     /// rustfmt and clippy (-D warnings) on the host crates.
     Lint,
+    /// Fuzz the config parser and the steering decision with cargo-fuzz
+    /// (libFuzzer), each for the given time.
+    Fuzz {
+        /// `config`, `decide`, or both when omitted.
+        target: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -40,6 +48,7 @@ fn main() -> Result<()> {
         Cmd::Test { filter } => test(filter.as_deref()),
         Cmd::Demo => demo(),
         Cmd::Lint => lint(),
+        Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
     }
 }
 
@@ -171,4 +180,26 @@ fn demo() -> Result<()> {
     build(false)?;
     let bin = workspace().join("target/debug/mvb-demo");
     run(&mut Command::new(bin))
+}
+
+fn fuzz(target: Option<&str>, seconds: u32) -> Result<()> {
+    toolchain::ensure()?;
+    if !on_path("cargo-fuzz") && !toolchain::cargo_bin("cargo-fuzz").is_file() {
+        eprintln!("xtask: installing cargo-fuzz (once)");
+        run(cargo().args(["install", "cargo-fuzz"]))?;
+    }
+    let targets: Vec<&str> = match target {
+        Some(t) => vec![t],
+        None => vec!["config", "decide"],
+    };
+    for t in targets {
+        // The fuzzed code needs no eBPF object: skip building it under the
+        // sanitizer flags.
+        run(Command::new("cargo")
+            .env("AYA_BUILD_SKIP", "1")
+            .args(["+nightly", "fuzz", "run"])
+            .arg(t)
+            .args(["--", &format!("-max_total_time={seconds}")]))?;
+    }
+    Ok(())
 }

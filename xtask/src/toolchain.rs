@@ -120,3 +120,10 @@ fn ensure_bpf_linker() -> Result<()> {
     std::fs::write(&stamp, want)?;
     Ok(())
 }
+
+/// A binary `cargo install` put in ~/.cargo/bin.
+pub fn cargo_bin(name: &str) -> PathBuf {
+    home()
+        .map(|h| h.join(".cargo/bin").join(name))
+        .unwrap_or_default()
+}
