@@ -10,6 +10,7 @@ pub mod decide;
 pub mod frame;
 pub mod maps;
 pub mod parse;
+pub mod ratelimit;
 pub mod stats;
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ pub const MAP_VMSTATS: &str = "MVB_VMSTATS";
 /// Created and pinned by the loader (the programs never read it).
 pub const MAP_SLOTS: &str = "MVB_SLOTS";
 pub const MAP_LEARN: &str = "MVB_LEARN";
+pub const MAP_NDRATE: &str = "MVB_NDRATE";
 pub const MAP_LEARNT: &str = "MVB_LEARNT";
 
 /// Size of the learning event ring, in bytes.
@@ -128,6 +129,7 @@ mod pod {
     unsafe impl aya::Pod for super::VmLink {}
     unsafe impl aya::Pod for super::VmCounters {}
     unsafe impl aya::Pod for super::LearnEvent {}
+    unsafe impl aya::Pod for crate::ratelimit::Bucket {}
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 16);

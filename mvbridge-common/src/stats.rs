@@ -82,10 +82,13 @@ pub enum DropReason {
     /// A VM sent to a local endpoint from an address that is not its own
     /// (nor learnt): the host's firewall would trust a forged source.
     UnknownSource = 6,
+    /// A VM sent ARP or neighbour discovery to local endpoints faster than
+    /// any stack needs (see `ratelimit`).
+    RateLimited = 7,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::NotForHost,
         DropReason::ShimTransmit,
         DropReason::Malformed,
@@ -93,6 +96,7 @@ impl DropReason {
         DropReason::SpoofedMac,
         DropReason::SpoofedAddress,
         DropReason::UnknownSource,
+        DropReason::RateLimited,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -104,6 +108,7 @@ impl DropReason {
             DropReason::SpoofedMac => "spoofed-mac",
             DropReason::SpoofedAddress => "spoofed-address",
             DropReason::UnknownSource => "unknown-source",
+            DropReason::RateLimited => "rate-limited",
         }
     }
 
@@ -118,6 +123,7 @@ impl DropReason {
             DropReason::SpoofedMac => "VM frame with a source MAC that is not the VM's",
             DropReason::SpoofedAddress => "VM claimed an address of the host or another VM",
             DropReason::UnknownSource => "VM sent to a local endpoint from an address not its own",
+            DropReason::RateLimited => "VM flooded local endpoints with ARP or neighbour discovery",
         }
     }
 }

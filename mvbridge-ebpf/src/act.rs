@@ -9,10 +9,13 @@ use aya_ebpf::{
 use mvbridge_common::{
     decide::{Addr, Decision, NO_SLOT, Redirect, Verdict},
     maps::{Counter, LearnEvent, VmCounters},
-    stats::{DropReason, path_slot},
+    ratelimit,
+    stats::{DropReason, Proto, path_slot},
 };
 
-use crate::maps::{MVB_DROPS, MVB_LEARN, MVB_LEARNT, MVB_LINKS, MVB_PATHS, MVB_VMSTATS};
+use crate::maps::{
+    MVB_DROPS, MVB_LEARN, MVB_LEARNT, MVB_LINKS, MVB_NDRATE, MVB_PATHS, MVB_VMSTATS,
+};
 
 /// `TC_ACT_UNSPEC`: for TCX this is "next", so programs attached after ours
 /// still see the frame, exactly as if we were not there.
@@ -40,8 +43,27 @@ pub fn apply(ctx: &TcContext, decision: Decision, sender: u32) -> i32 {
             }
             drop(reason)
         }
+        Verdict::Redirect(r) if over_rate(&r) => {
+            with_vm(r.from_slot, |c| c.dropped += 1);
+            drop(DropReason::RateLimited)
+        }
         Verdict::Redirect(r) => redirect(ctx, &r),
     }
+}
+
+/// A VM's ARP/ND to local endpoints beyond its token bucket.
+#[inline(always)]
+fn over_rate(r: &Redirect) -> bool {
+    if r.from_slot == NO_SLOT || !matches!(r.proto, Proto::Arp | Proto::Nd) {
+        return false;
+    }
+    let Some(b) = MVB_NDRATE.get_ptr_mut(r.from_slot) else {
+        return false;
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot, only this CPU writes it while we run.
+    !ratelimit::take(unsafe { &mut *b }, now)
 }
 
 #[inline(always)]

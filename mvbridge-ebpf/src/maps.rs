@@ -11,6 +11,7 @@ use mvbridge_common::{
         Counter, Endpoint, Ipv4Key, Ipv6Key, LEARN_RING_BYTES, LEARNT_MEMORY, LearnEvent,
         MAX_ENDPOINTS, MAX_VMS, Mac, Settings, VmCounters, VmLink,
     },
+    ratelimit::Bucket,
     stats::{DROP_SLOTS, PATH_SLOTS},
 };
 
@@ -46,3 +47,7 @@ pub static MVB_LEARN: RingBuf = RingBuf::pinned(LEARN_RING_BYTES, 0);
 /// address is reported about once a second, not once a packet.
 #[map]
 pub static MVB_LEARNT: LruHashMap<LearnEvent, u64> = LruHashMap::pinned(LEARNT_MEMORY, 0);
+
+/// Per VM slot: the token bucket for its ARP/ND to local endpoints.
+#[map]
+pub static MVB_NDRATE: PerCpuArray<Bucket> = PerCpuArray::pinned(MAX_VMS, 0);

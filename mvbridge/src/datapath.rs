@@ -11,7 +11,7 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use mvbridge_common::maps::{
     Counter, Endpoint, LEARN_RING_BYTES, LEARNT_MEMORY, MAP_DROPS, MAP_LEARN, MAP_LEARNT,
-    MAP_LINKS, MAP_LOCAL4, MAP_LOCAL6, MAP_MACS, MAP_PATHS, MAP_SETTINGS, MAP_VMSTATS,
+    MAP_LINKS, MAP_LOCAL4, MAP_LOCAL6, MAP_MACS, MAP_NDRATE, MAP_PATHS, MAP_SETTINGS, MAP_VMSTATS,
     MAX_ENDPOINTS, MAX_VMS, PROG_SHIM, PROG_UPLINK, PROG_VM, Settings, VmCounters, VmLink,
 };
 use mvbridge_common::stats::{DROP_SLOTS, PATH_SLOTS};
@@ -94,7 +94,7 @@ fn explain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// The map layouts this binary's programs expect: (name, BPF map type,
 /// key size, value size, max entries).
-fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 10] {
+fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 11] {
     use std::mem::size_of;
     const HASH: u32 = 1;
     const ARRAY: u32 = 2;
@@ -131,6 +131,7 @@ fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 10] {
         ),
         (MAP_LEARN, RINGBUF, 0, 0, LEARN_RING_BYTES),
         (MAP_LEARNT, LRU_HASH, 24, 8, LEARNT_MEMORY),
+        (MAP_NDRATE, PERCPU_ARRAY, 4, 16, MAX_VMS),
     ]
 }
 

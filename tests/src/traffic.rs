@@ -68,8 +68,15 @@ pub fn connect(ns: &Netns, addr: impl Into<IpAddr>, port: u16) -> Option<Vec<u8>
 /// Sends one raw Ethernet frame out of `ifname` in `ns` (an AF_PACKET
 /// socket: what any program on the host could do to a link).
 pub fn send_raw(ns: &Netns, ifname: &str, frame: Vec<u8>) -> Result<()> {
+    send_raw_for(ns, ifname, vec![frame], Duration::ZERO).map(|_| ())
+}
+
+/// Sends `frames` round-robin out of `ifname` in `ns` as fast as the
+/// socket takes them, for `span` (at least one round); returns how many
+/// were sent.
+pub fn send_raw_for(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, span: Duration) -> Result<u64> {
     let ifname = std::ffi::CString::new(ifname)?;
-    ns.in_ns(move || -> std::io::Result<()> {
+    let sent = ns.in_ns(move || -> std::io::Result<u64> {
         // SAFETY: plain socket calls with valid arguments; the fd is closed
         // before returning.
         unsafe {
@@ -85,21 +92,36 @@ pub fn send_raw(ns: &Netns, ifname: &str, frame: Vec<u8>) -> Result<()> {
             addr.sll_family = libc::AF_PACKET as u16;
             addr.sll_ifindex = index as i32;
             addr.sll_halen = 6;
-            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-            let rc = libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            let err = std::io::Error::last_os_error();
+            let t0 = std::time::Instant::now();
+            let (mut sent, mut last_err) = (0u64, None);
+            'outer: loop {
+                for frame in &frames {
+                    let rc = libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    if rc < 0 {
+                        last_err = Some(std::io::Error::last_os_error());
+                    } else {
+                        sent += 1;
+                    }
+                    if t0.elapsed() >= span && sent + u64::from(last_err.is_some()) >= frames.len() as u64 {
+                        break 'outer;
+                    }
+                }
+            }
             libc::close(fd);
-            if rc < 0 { Err(err) } else { Ok(()) }
+            match (sent, last_err) {
+                (0, Some(e)) => Err(e),
+                _ => Ok(sent),
+            }
         }
     })??;
-    Ok(())
+    Ok(sent)
 }
 
 /// A broadcast ARP request from `sha`/`spa` for `tpa`.
