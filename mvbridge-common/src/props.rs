@@ -58,7 +58,10 @@ fn check(hook: Hook, frame: &[u8]) -> Result<(), TestCaseError> {
     let tables = lab_tables();
     let d = decide(hook, frame, false, &tables);
     if let Verdict::Redirect(r) = d.verdict {
-        prop_assert!(target_is_known(frame, &tables), "steered an unknown target: {r:?}");
+        prop_assert!(
+            target_is_known(frame, &tables),
+            "steered an unknown target: {r:?}"
+        );
         let known_if = [UPLINK_IF, VM_A_IF, VM_C_IF];
         prop_assert!(known_if.contains(&r.ifindex), "redirect to {}", r.ifindex);
         if let Hook::Vm { ifindex } = hook {
@@ -67,7 +70,11 @@ fn check(hook: Hook, frame: &[u8]) -> Result<(), TestCaseError> {
                 VM_C_IF => VM_C_MAC,
                 _ => return Err(TestCaseError::fail("steered from an unknown link")),
             };
-            prop_assert_eq!(&frame[6..12], &me[..], "steered a frame with a foreign source MAC");
+            prop_assert_eq!(
+                &frame[6..12],
+                &me[..],
+                "steered a frame with a foreign source MAC"
+            );
             prop_assert_ne!(r.ifindex, ifindex, "steered back to the sender");
         }
     }

@@ -27,7 +27,11 @@ pub fn take(b: &mut Bucket, now_ns: u64) -> bool {
     let elapsed = now_ns.saturating_sub(b.last_ns);
     // Refill in whole milli-tokens; cap the span so the product cannot
     // overflow (a bucket idle for 10 s is full anyway).
-    let span = if elapsed > 10_000_000_000 { 10_000_000_000 } else { elapsed };
+    let span = if elapsed > 10_000_000_000 {
+        10_000_000_000
+    } else {
+        elapsed
+    };
     let refill = span * RATE_PER_SEC * MILLI / 1_000_000_000;
     let full = BURST * MILLI;
     let mut tokens = b.milli_tokens + refill;
@@ -57,12 +61,17 @@ mod tests {
         let taken = (0..1000).filter(|_| take(&mut b, t0)).count() as u64;
         assert_eq!(taken, BURST, "a fresh bucket allows one burst");
         // One second later: RATE_PER_SEC more.
-        let taken = (0..1000).filter(|_| take(&mut b, t0 + 1_000_000_000)).count() as u64;
+        let taken = (0..1000)
+            .filter(|_| take(&mut b, t0 + 1_000_000_000))
+            .count() as u64;
         assert_eq!(taken, RATE_PER_SEC);
         // A quiet VM is never limited.
         let mut quiet = Bucket::default();
         for i in 0..100u64 {
-            assert!(take(&mut quiet, t0 + i * 100_000_000), "10 a second is fine");
+            assert!(
+                take(&mut quiet, t0 + i * 100_000_000),
+                "10 a second is fine"
+            );
         }
     }
 

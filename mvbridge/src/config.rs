@@ -692,9 +692,20 @@ addresses = ["203.0.113.162"]
 
         fn key() -> impl Strategy<Value = &'static str> {
             prop::sample::select(vec![
-                "uplink", "bpffs", "host_addresses", "metrics_listen", "resync_seconds",
-                "pidfile", "ebpf_log", "name", "interface", "mac", "addresses", "create",
-                "learn", "colour",
+                "uplink",
+                "bpffs",
+                "host_addresses",
+                "metrics_listen",
+                "resync_seconds",
+                "pidfile",
+                "ebpf_log",
+                "name",
+                "interface",
+                "mac",
+                "addresses",
+                "create",
+                "learn",
+                "colour",
             ])
         }
 

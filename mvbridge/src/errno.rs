@@ -30,3 +30,18 @@ pub fn chain(err: &(dyn Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_errno_inside_aya_errors() {
+        let e = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::E2BIG),
+        });
+        assert_eq!(of(&e), Some(libc::E2BIG));
+        assert!(chain(&e).contains("Argument list too long"));
+    }
+}

@@ -1,6 +1,5 @@
 //! mvbridge: lets a KVM host talk to its own macvtap-attached VMs.
 
-
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

@@ -165,7 +165,7 @@ impl Reconciler {
         if let Some(conflict) = observe::shim_conflict(&self.config, &links) {
             bail!(conflict);
         }
-        let mut vm_states = Vec::new();
+        let mut vm_states: Vec<(Vm, VmLinkState)> = Vec::new();
         for vm in &self.config.vms {
             // A link mvbridge is to create must not be someone else's.
             let taken = links.iter().find(|l| {
@@ -177,6 +177,20 @@ impl Reconciler {
                     vm.name, l.name
                 )),
                 None => observe::vm_link(vm, &links, &uplink),
+            };
+            // Two VMs must not resolve to one macvtap.
+            let state = match state {
+                VmLinkState::Present(l) => match vm_states
+                    .iter()
+                    .find(|(_, s)| matches!(s, VmLinkState::Present(o) if o.index == l.index))
+                {
+                    Some((other, _)) => VmLinkState::Unfit(format!(
+                        "[[vm]] {:?} and {:?} both resolve to macvtap {}",
+                        other.name, vm.name, l.name
+                    )),
+                    None => VmLinkState::Present(l),
+                },
+                s => s,
             };
             if let VmLinkState::Unfit(why) = &state {
                 if strict {

@@ -112,6 +112,17 @@ impl Tables {
         Ok(changed)
     }
 
+    /// Entries in the IPv4, IPv6, MAC and link tables: what a leak would
+    /// grow.
+    pub fn entry_counts(&self) -> [usize; 4] {
+        [
+            self.local4.keys().count(),
+            self.local6.keys().count(),
+            self.macs.keys().count(),
+            self.links.keys().count(),
+        ]
+    }
+
     pub fn local4(&self) -> Vec<(Ipv4Key, Endpoint)> {
         self.local4.iter().filter_map(Result::ok).collect()
     }
@@ -238,8 +249,15 @@ where
         if have.get(k) == Some(v) {
             continue;
         }
-        map.insert(k, v, 0)
-            .map_err(|e| format!("adding {} to the datapath: {}", show(k), errno::chain(&e)))?;
+        map.insert(k, v, 0).map_err(|e| {
+            let full = errno::of(&e) == Some(libc::E2BIG);
+            format!(
+                "adding {} to the datapath: {}{}",
+                show(k),
+                errno::chain(&e),
+                if full { " (the table is full)" } else { "" }
+            )
+        })?;
         changed += 1;
     }
     for k in have.keys().filter(|k| !want.contains_key(k)) {

@@ -121,7 +121,13 @@ impl Bench {
                 ctx_in: Some(&ctx),
                 ..Default::default()
             })
-            .map_err(|e| anyhow!("test run of {} bytes: {}", frame.len(), mvbridge::errno::chain(&e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "test run of {} bytes: {}",
+                    frame.len(),
+                    mvbridge::errno::chain(&e)
+                )
+            })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value as i32, out))
     }

@@ -109,7 +109,9 @@ pub fn send_raw_for(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, span: Durati
                     } else {
                         sent += 1;
                     }
-                    if t0.elapsed() >= span && sent + u64::from(last_err.is_some()) >= frames.len() as u64 {
+                    if t0.elapsed() >= span
+                        && sent + u64::from(last_err.is_some()) >= frames.len() as u64
+                    {
                         break 'outer;
                     }
                 }

@@ -29,8 +29,12 @@ fn drops_of(lab: &Lab, path: &std::path::Path, reason: &str) -> u64 {
 fn a_vm_cannot_take_over_anyone_elses_address() {
     let mut lab = Lab::seed().unwrap();
     let (_d, path) = up(&mut lab);
-    let (a, b, c) = (lab.spec("a").clone(), lab.spec("b").clone(), lab.spec("c").clone());
-    let (amac, bmac, cmac) = (mac(&a.mac), mac(&b.mac), mac(&c.mac));
+    let (a, b, c) = (
+        lab.spec("a").clone(),
+        lab.spec("b").clone(),
+        lab.spec("c").clone(),
+    );
+    let (amac, bmac, cmac) = (mac(a.mac), mac(b.mac), mac(c.mac));
     let uplink = lab.uplink_mac().unwrap();
     // Everyone knows everyone first.
     assert!(ping(lab.guest("b"), c.addr));
@@ -45,38 +49,79 @@ fn a_vm_cannot_take_over_anyone_elses_address() {
         let _ = send_raw(lab.guest("a"), "eth0", frame);
     }
     // ... advertises the host's IPv6 address to all nodes, overriding ...
-    let na = t::na([0x33, 0x33, 0, 0, 0, 1], amac, t::VM_A_LL, [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], HOST6.octets());
+    let na = t::na(
+        [0x33, 0x33, 0, 0, 0, 1],
+        amac,
+        t::VM_A_LL,
+        [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        HOST6.octets(),
+    );
     let _ = send_raw(lab.guest("a"), "eth0", na);
     // ... sends as VM c, and with VM b's MAC.
-    let _ = send_raw(lab.guest("a"), "eth0", t::ipv4(mac_for_gw(&lab), amac, c.addr.octets(), [198, 51, 100, 10]));
-    let _ = send_raw(lab.guest("a"), "eth0", t::ipv4(mac_for_gw(&lab), bmac, a.addr.octets(), [198, 51, 100, 10]));
+    let _ = send_raw(
+        lab.guest("a"),
+        "eth0",
+        t::ipv4(mac_for_gw(&lab), amac, c.addr.octets(), [198, 51, 100, 10]),
+    );
+    let _ = send_raw(
+        lab.guest("a"),
+        "eth0",
+        t::ipv4(mac_for_gw(&lab), bmac, a.addr.octets(), [198, 51, 100, 10]),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let frames = tap.stop().unwrap();
 
     // Nobody's traffic moved: caches still point at the rightful owners.
-    let neigh = |ns: &mvbridge_tests::netns::Netns, addr: &str| ns.ip(&["neigh", "show", addr]).unwrap_or_default();
-    assert!(neigh(lab.guest("b"), &c.addr.to_string()).contains(&c.mac), "VM b's entry for c was hijacked");
-    assert!(neigh(&lab.gw, &c.addr.to_string()).contains(&c.mac), "the gateway's entry for c was hijacked");
-    assert!(neigh(lab.guest("b"), &HOST6.to_string()).contains(&mac_str(&uplink)), "VM b's entry for the host was hijacked");
+    let neigh = |ns: &mvbridge_tests::netns::Netns, addr: &str| {
+        ns.ip(&["neigh", "show", addr]).unwrap_or_default()
+    };
+    assert!(
+        neigh(lab.guest("b"), &c.addr.to_string()).contains(c.mac),
+        "VM b's entry for c was hijacked"
+    );
+    assert!(
+        neigh(&lab.gw, &c.addr.to_string()).contains(c.mac),
+        "the gateway's entry for c was hijacked"
+    );
+    assert!(
+        neigh(lab.guest("b"), &HOST6.to_string()).contains(&mac_str(&uplink)),
+        "VM b's entry for the host was hijacked"
+    );
     assert!(ping(lab.guest("b"), c.addr) && ping(&lab.gw, c.addr) && ping(lab.guest("b"), HOST6));
     // Nothing of it reached the wire.
     let forged: Vec<_> = frames
         .iter()
-        .filter(|f| f.src == amac && (f.arp().is_some_and(|x| x.spa != a.addr) || f.ipv4().is_some_and(|(s, _)| s != a.addr)))
-        .chain(frames.iter().filter(|f| f.src == bmac && f.ipv4().is_some_and(|(s, _)| s == a.addr)))
+        .filter(|f| {
+            f.src == amac
+                && (f.arp().is_some_and(|x| x.spa != a.addr)
+                    || f.ipv4().is_some_and(|(s, _)| s != a.addr))
+        })
+        .chain(
+            frames
+                .iter()
+                .filter(|f| f.src == bmac && f.ipv4().is_some_and(|(s, _)| s == a.addr)),
+        )
         .collect();
     assert!(forged.is_empty(), "forged frames on the wire: {forged:#?}");
     // And every attempt was counted.
     assert!(drops_of(&lab, &path, "spoofed-address") >= 4);
     assert!(drops_of(&lab, &path, "spoofed-mac") >= 1);
     let (_, status) = daemon::status(&lab.host, &path).unwrap();
-    let vm_a = status["vms"].as_array().unwrap().iter().find(|v| v["name"] == "a").unwrap();
+    let vm_a = status["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "a")
+        .unwrap();
     assert!(vm_a["counters"]["dropped"].as_u64().unwrap() >= 5, "{vm_a}");
     let _ = cmac;
 }
 
 fn mac_for_gw(lab: &Lab) -> [u8; 6] {
-    let out = lab.gw.run(&["cat", &format!("/sys/class/net/{WIRE}/address")]).unwrap();
+    let out = lab
+        .gw
+        .run(&["cat", &format!("/sys/class/net/{WIRE}/address")])
+        .unwrap();
     parse_mac(&out).unwrap()
 }
 
@@ -85,16 +130,22 @@ fn an_arp_and_nd_flood_is_limited_and_disturbs_nobody() {
     let mut lab = Lab::seed().unwrap();
     let (_d, path) = up(&mut lab);
     let a = lab.spec("a").clone();
-    let amac = mac(&a.mac);
+    let amac = mac(a.mac);
     let c = lab.spec("c").addr;
     let watch = Flood::start(&lab.host, c, 300, 5).unwrap();
-    let frames = vec![arp_request(amac, a.addr, HOST), t::ns(amac, a.addr6.octets(), HOST6.octets())];
+    let frames = vec![
+        arp_request(amac, a.addr, HOST),
+        t::ns(amac, a.addr6.octets(), HOST6.octets()),
+    ];
     let sent = send_raw_for(lab.guest("a"), "eth0", frames, Duration::from_secs(1)).unwrap();
     let r = watch.finish().unwrap();
     println!("flood: {sent} ARP/NS frames in 1 s; host -> VM c meanwhile {r:?}");
     assert_eq!(r.sent, r.received, "VM c lost packets during VM a's flood");
     let limited = drops_of(&lab, &path, "rate-limited");
-    assert!(sent > 1000, "the flood was too slow to mean anything ({sent})");
+    assert!(
+        sent > 1000,
+        "the flood was too slow to mean anything ({sent})"
+    );
     assert!(limited > sent / 2, "only {limited} of {sent} limited");
     // The flooder itself recovers once it behaves.
     std::thread::sleep(Duration::from_millis(500));
@@ -113,10 +164,24 @@ fn jumbo_frames_cross_the_datapath() {
     lab.guest("a").ipw("link set eth0 mtu 9000").unwrap();
     let a = lab.spec("a").addr;
     let big = |from: &mvbridge_tests::netns::Netns, to: Ipv4Addr| {
-        from.output(&["ping", "-c", "2", "-W", "1", "-M", "do", "-s", "8900", &to.to_string()])
-            .is_ok_and(|o| o.status.success())
+        from.output(&[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "8900",
+            &to.to_string(),
+        ])
+        .is_ok_and(|o| o.status.success())
     };
     assert!(big(&lab.host, a), "host -> VM a with 8928-byte packets");
-    assert!(big(lab.guest("a"), HOST), "VM a -> host with 8928-byte packets");
+    assert!(
+        big(lab.guest("a"), HOST),
+        "VM a -> host with 8928-byte packets"
+    );
     let _ = GW;
 }

@@ -21,11 +21,27 @@ fn with_bench(f: impl FnOnce(&mut Bench) + Send + 'static) {
     let bpffs = lab.bpffs();
     lab.host
         .in_ns(move || {
-            let a: Vec<IpAddr> = vec!["203.0.113.161".parse().unwrap(), "2001:db8:0:1::161".parse().unwrap()];
-            let c: Vec<IpAddr> = vec!["203.0.113.163".parse().unwrap(), "2001:db8:0:1::163".parse().unwrap()];
+            let a: Vec<IpAddr> = vec![
+                "203.0.113.161".parse().unwrap(),
+                "2001:db8:0:1::161".parse().unwrap(),
+            ];
+            let c: Vec<IpAddr> = vec![
+                "203.0.113.163".parse().unwrap(),
+                "2001:db8:0:1::163".parse().unwrap(),
+            ];
             let vms = [
-                BenchVm { interface: A, slot: 0, addresses: &a, learns: false },
-                BenchVm { interface: C, slot: 2, addresses: &c, learns: true },
+                BenchVm {
+                    interface: A,
+                    slot: 0,
+                    addresses: &a,
+                    learns: false,
+                },
+                BenchVm {
+                    interface: C,
+                    slot: 2,
+                    addresses: &c,
+                    learns: true,
+                },
             ];
             let mut bench = Bench::new(&bpffs, UPLINK, &vms).unwrap();
             f(&mut bench);
@@ -67,38 +83,255 @@ fn rows(b: &Bench) -> Vec<Row> {
         a
     };
     let (amac, cmac) = (t::VM_A_MAC, t::VM_C_MAC);
-    let r = |what, role, on, frame, want, path| Row { what, role, on, frame, want, path };
+    let r = |what, role, on, frame, want, path| Row {
+        what,
+        role,
+        on,
+        frame,
+        want,
+        path,
+    };
     vec![
-        r("host -> VM a via the gateway", Role::Uplink, UPLINK, t::ipv4(GW_MAC, host, t::HOST_IP, t::VM_A_IP), Want::To(amac), Some((Path::HostToVm, Proto::Ipv4))),
-        r("host ARP for VM c", Role::Uplink, UPLINK, t::arp(t::BROADCAST, host, 1, t::HOST_IP, t::VM_C_IP), Want::To(t::BROADCAST), Some((Path::HostToVm, Proto::Arp))),
-        r("host -> VM c over IPv6", Role::Uplink, UPLINK, t::ping6(cmac, host, t::HOST6, t::VM_C6), Want::To(cmac), Some((Path::HostToVm, Proto::Ipv6))),
-        r("host NS for VM a", Role::Uplink, UPLINK, t::ns(host, t::HOST6, t::VM_A6), Want::To(t::solicited_mac(&t::VM_A6)), Some((Path::HostToVm, Proto::Nd))),
-        r("host NA to VM a's link-local", Role::Uplink, UPLINK, t::na(amac, host, host_ll, t::VM_A_LL, host_ll), Want::To(amac), Some((Path::HostToVm, Proto::Nd))),
-        r("host -> internet", Role::Uplink, UPLINK, t::ipv4(GW_MAC, host, t::HOST_IP, INET_IP), Want::Pass, None),
-        r("host -> internet over IPv6", Role::Uplink, UPLINK, t::ping6(GW_MAC, host, t::HOST6, INET6), Want::Pass, None),
-        r("host NS for the gateway", Role::Uplink, UPLINK, t::ns(host, host_ll, GW_LL), Want::Pass, None),
-        r("VM a -> host", Role::Vm, A, t::ipv4(host, amac, t::VM_A_IP, t::HOST_IP), Want::To(host), Some((Path::VmToHost, Proto::Ipv4))),
-        r("VM c (/32) -> host via the gateway", Role::Vm, C, t::ipv4(GW_MAC, cmac, t::VM_C_IP, t::HOST_IP), Want::To(host), Some((Path::VmToHost, Proto::Ipv4))),
-        r("VM a ARP for the host", Role::Vm, A, t::arp(t::BROADCAST, amac, 1, t::VM_A_IP, t::HOST_IP), Want::To(t::BROADCAST), Some((Path::VmToHost, Proto::Arp))),
-        r("VM a NS for the host's link-local", Role::Vm, A, t::ns(amac, t::VM_A_LL, host_ll), Want::To(t::solicited_mac(&host_ll)), Some((Path::VmToHost, Proto::Nd))),
-        r("VM c (/128) -> host via fe80::1", Role::Vm, C, t::ping6(GW_MAC, cmac, t::VM_C6, t::HOST6), Want::To(host), Some((Path::VmToHost, Proto::Ipv6))),
-        r("VM c -> VM a via the gateway", Role::Vm, C, t::ipv4(GW_MAC, cmac, t::VM_C_IP, t::VM_A_IP), Want::To(amac), Some((Path::VmToVm, Proto::Ipv4))),
-        r("VM a -> internet", Role::Vm, A, t::ipv4(GW_MAC, amac, t::VM_A_IP, INET_IP), Want::Pass, None),
-        r("VM a ARP for the gateway", Role::Vm, A, t::arp(t::BROADCAST, amac, 1, t::VM_A_IP, t::GW_IP), Want::Pass, None),
-        r("VM a ARP for an address nobody local owns", Role::Vm, A, t::arp(t::BROADCAST, amac, 1, t::VM_A_IP, [203, 0, 113, 190]), Want::Pass, None),
-        r("VM a NS for an address nobody local owns", Role::Vm, A, t::ns(amac, t::VM_A_LL, t::PRIVATE6), Want::Pass, None),
-        r("VM a broadcast (DHCP-like)", Role::Vm, A, t::ipv4(t::BROADCAST, amac, [0, 0, 0, 0], [255, 255, 255, 255]), Want::Pass, None),
-        r("VM a multicast", Role::Vm, A, t::ipv4([1, 0, 0x5e, 0, 0, 1], amac, t::VM_A_IP, [224, 0, 0, 1]), Want::Pass, None),
-        r("VM a routes via the host", Role::Vm, A, t::ipv4(host, amac, t::VM_A_IP, t::NAT_VM_IP), Want::Drop(DropReason::NotForHost), None),
-        r("VM a routes via the host (IPv6)", Role::Vm, A, t::ping6(host, amac, t::VM_A6, t::PRIVATE6), Want::Drop(DropReason::NotForHost), None),
-        r("VM a with VM c's MAC", Role::Vm, A, t::ipv4(GW_MAC, cmac, t::VM_A_IP, INET_IP), Want::Drop(DropReason::SpoofedMac), None),
-        r("VM a claiming the host's IPv4 (ARP)", Role::Vm, A, t::arp(t::BROADCAST, amac, 2, t::HOST_IP, t::GW_IP), Want::Drop(DropReason::SpoofedAddress), None),
-        r("VM a claiming VM c's IPv4", Role::Vm, A, t::ipv4(GW_MAC, amac, t::VM_C_IP, INET_IP), Want::Drop(DropReason::SpoofedAddress), None),
-        r("VM a advertising the host's IPv6", Role::Vm, A, t::na(GW_MAC, amac, t::VM_A_LL, GW_LL, t::HOST6), Want::Drop(DropReason::SpoofedAddress), None),
-        r("VM a forging a source towards the host", Role::Vm, A, t::ipv4(host, amac, INET_IP, t::HOST_IP), Want::Drop(DropReason::UnknownSource), None),
-        r("VM a broken IPv4 to the host's MAC", Role::Vm, A, t::truncated_ip(t::ipv4(host, amac, t::VM_A_IP, t::HOST_IP)), Want::Drop(DropReason::Malformed), None),
-        r("VM a broken IPv4 to the gateway", Role::Vm, A, t::truncated_ip(t::ipv4(GW_MAC, amac, t::VM_A_IP, INET_IP)), Want::Pass, None),
-        r("unknown ethertype (LLDP) to the host's MAC", Role::Vm, A, t::ether(host, amac, 0x88cc, &[0u8; 46]), Want::Pass, None),
+        r(
+            "host -> VM a via the gateway",
+            Role::Uplink,
+            UPLINK,
+            t::ipv4(GW_MAC, host, t::HOST_IP, t::VM_A_IP),
+            Want::To(amac),
+            Some((Path::HostToVm, Proto::Ipv4)),
+        ),
+        r(
+            "host ARP for VM c",
+            Role::Uplink,
+            UPLINK,
+            t::arp(t::BROADCAST, host, 1, t::HOST_IP, t::VM_C_IP),
+            Want::To(t::BROADCAST),
+            Some((Path::HostToVm, Proto::Arp)),
+        ),
+        r(
+            "host -> VM c over IPv6",
+            Role::Uplink,
+            UPLINK,
+            t::ping6(cmac, host, t::HOST6, t::VM_C6),
+            Want::To(cmac),
+            Some((Path::HostToVm, Proto::Ipv6)),
+        ),
+        r(
+            "host NS for VM a",
+            Role::Uplink,
+            UPLINK,
+            t::ns(host, t::HOST6, t::VM_A6),
+            Want::To(t::solicited_mac(&t::VM_A6)),
+            Some((Path::HostToVm, Proto::Nd)),
+        ),
+        r(
+            "host NA to VM a's link-local",
+            Role::Uplink,
+            UPLINK,
+            t::na(amac, host, host_ll, t::VM_A_LL, host_ll),
+            Want::To(amac),
+            Some((Path::HostToVm, Proto::Nd)),
+        ),
+        r(
+            "host -> internet",
+            Role::Uplink,
+            UPLINK,
+            t::ipv4(GW_MAC, host, t::HOST_IP, INET_IP),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "host -> internet over IPv6",
+            Role::Uplink,
+            UPLINK,
+            t::ping6(GW_MAC, host, t::HOST6, INET6),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "host NS for the gateway",
+            Role::Uplink,
+            UPLINK,
+            t::ns(host, host_ll, GW_LL),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "VM a -> host",
+            Role::Vm,
+            A,
+            t::ipv4(host, amac, t::VM_A_IP, t::HOST_IP),
+            Want::To(host),
+            Some((Path::VmToHost, Proto::Ipv4)),
+        ),
+        r(
+            "VM c (/32) -> host via the gateway",
+            Role::Vm,
+            C,
+            t::ipv4(GW_MAC, cmac, t::VM_C_IP, t::HOST_IP),
+            Want::To(host),
+            Some((Path::VmToHost, Proto::Ipv4)),
+        ),
+        r(
+            "VM a ARP for the host",
+            Role::Vm,
+            A,
+            t::arp(t::BROADCAST, amac, 1, t::VM_A_IP, t::HOST_IP),
+            Want::To(t::BROADCAST),
+            Some((Path::VmToHost, Proto::Arp)),
+        ),
+        r(
+            "VM a NS for the host's link-local",
+            Role::Vm,
+            A,
+            t::ns(amac, t::VM_A_LL, host_ll),
+            Want::To(t::solicited_mac(&host_ll)),
+            Some((Path::VmToHost, Proto::Nd)),
+        ),
+        r(
+            "VM c (/128) -> host via fe80::1",
+            Role::Vm,
+            C,
+            t::ping6(GW_MAC, cmac, t::VM_C6, t::HOST6),
+            Want::To(host),
+            Some((Path::VmToHost, Proto::Ipv6)),
+        ),
+        r(
+            "VM c -> VM a via the gateway",
+            Role::Vm,
+            C,
+            t::ipv4(GW_MAC, cmac, t::VM_C_IP, t::VM_A_IP),
+            Want::To(amac),
+            Some((Path::VmToVm, Proto::Ipv4)),
+        ),
+        r(
+            "VM a -> internet",
+            Role::Vm,
+            A,
+            t::ipv4(GW_MAC, amac, t::VM_A_IP, INET_IP),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "VM a ARP for the gateway",
+            Role::Vm,
+            A,
+            t::arp(t::BROADCAST, amac, 1, t::VM_A_IP, t::GW_IP),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "VM a ARP for an address nobody local owns",
+            Role::Vm,
+            A,
+            t::arp(t::BROADCAST, amac, 1, t::VM_A_IP, [203, 0, 113, 190]),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "VM a NS for an address nobody local owns",
+            Role::Vm,
+            A,
+            t::ns(amac, t::VM_A_LL, t::PRIVATE6),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "VM a broadcast (DHCP-like)",
+            Role::Vm,
+            A,
+            t::ipv4(t::BROADCAST, amac, [0, 0, 0, 0], [255, 255, 255, 255]),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "VM a multicast",
+            Role::Vm,
+            A,
+            t::ipv4([1, 0, 0x5e, 0, 0, 1], amac, t::VM_A_IP, [224, 0, 0, 1]),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "VM a routes via the host",
+            Role::Vm,
+            A,
+            t::ipv4(host, amac, t::VM_A_IP, t::NAT_VM_IP),
+            Want::Drop(DropReason::NotForHost),
+            None,
+        ),
+        r(
+            "VM a routes via the host (IPv6)",
+            Role::Vm,
+            A,
+            t::ping6(host, amac, t::VM_A6, t::PRIVATE6),
+            Want::Drop(DropReason::NotForHost),
+            None,
+        ),
+        r(
+            "VM a with VM c's MAC",
+            Role::Vm,
+            A,
+            t::ipv4(GW_MAC, cmac, t::VM_A_IP, INET_IP),
+            Want::Drop(DropReason::SpoofedMac),
+            None,
+        ),
+        r(
+            "VM a claiming the host's IPv4 (ARP)",
+            Role::Vm,
+            A,
+            t::arp(t::BROADCAST, amac, 2, t::HOST_IP, t::GW_IP),
+            Want::Drop(DropReason::SpoofedAddress),
+            None,
+        ),
+        r(
+            "VM a claiming VM c's IPv4",
+            Role::Vm,
+            A,
+            t::ipv4(GW_MAC, amac, t::VM_C_IP, INET_IP),
+            Want::Drop(DropReason::SpoofedAddress),
+            None,
+        ),
+        r(
+            "VM a advertising the host's IPv6",
+            Role::Vm,
+            A,
+            t::na(GW_MAC, amac, t::VM_A_LL, GW_LL, t::HOST6),
+            Want::Drop(DropReason::SpoofedAddress),
+            None,
+        ),
+        r(
+            "VM a forging a source towards the host",
+            Role::Vm,
+            A,
+            t::ipv4(host, amac, INET_IP, t::HOST_IP),
+            Want::Drop(DropReason::UnknownSource),
+            None,
+        ),
+        r(
+            "VM a broken IPv4 to the host's MAC",
+            Role::Vm,
+            A,
+            t::truncated_ip(t::ipv4(host, amac, t::VM_A_IP, t::HOST_IP)),
+            Want::Drop(DropReason::Malformed),
+            None,
+        ),
+        r(
+            "VM a broken IPv4 to the gateway",
+            Role::Vm,
+            A,
+            t::truncated_ip(t::ipv4(GW_MAC, amac, t::VM_A_IP, INET_IP)),
+            Want::Pass,
+            None,
+        ),
+        r(
+            "unknown ethertype (LLDP) to the host's MAC",
+            Role::Vm,
+            A,
+            t::ether(host, amac, 0x88cc, &[0u8; 46]),
+            Want::Pass,
+            None,
+        ),
     ]
 }
 
@@ -120,15 +353,30 @@ fn every_path_through_the_real_programs() {
                 Want::To(mac) => {
                     assert_eq!(ret, REDIRECT, "{}", row.what);
                     assert_eq!(out[..6], mac, "{}: destination MAC", row.what);
-                    assert_eq!(out[6..], row.frame[6..], "{}: only the destination MAC may change", row.what);
+                    assert_eq!(
+                        out[6..],
+                        row.frame[6..],
+                        "{}: only the destination MAC may change",
+                        row.what
+                    );
                 }
                 Want::Drop(reason) => {
                     assert_eq!(ret, SHOT, "{}", row.what);
-                    assert_eq!(b.drops(reason), drops_before + 1, "{}: drop not counted", row.what);
+                    assert_eq!(
+                        b.drops(reason),
+                        drops_before + 1,
+                        "{}: drop not counted",
+                        row.what
+                    );
                 }
             }
             if let (Some((p, q)), Some(before)) = (row.path, moved_before) {
-                assert_eq!(b.path_packets(p, q), before + 1, "{}: path counter", row.what);
+                assert_eq!(
+                    b.path_packets(p, q),
+                    before + 1,
+                    "{}: path counter",
+                    row.what
+                );
             }
         }
     });
@@ -175,11 +423,19 @@ fn odd_but_valid_frames() {
         with_opts.extend_from_slice(&ip);
         with_opts.extend_from_slice(&[1u8; 40]); // NOP options
         with_opts.extend_from_slice(&opts[34..]);
-        assert_eq!(b.run(Role::Vm, A, &with_opts).unwrap().0, REDIRECT, "IPv4 options");
+        assert_eq!(
+            b.run(Role::Vm, A, &with_opts).unwrap().0,
+            REDIRECT,
+            "IPv4 options"
+        );
         // A non-first fragment still carries its destination.
         opts[20] = 0x00;
         opts[21] = 0x10; // fragment offset 16
-        assert_eq!(b.run(Role::Vm, A, &opts).unwrap().0, REDIRECT, "IPv4 fragment");
+        assert_eq!(
+            b.run(Role::Vm, A, &opts).unwrap().0,
+            REDIRECT,
+            "IPv4 fragment"
+        );
         // Bad IHL (4) and a total length under the header, to the host's MAC.
         let mut bad = t::ipv4(host, amac, t::VM_A_IP, t::HOST_IP);
         bad[14] = 0x44;
@@ -199,15 +455,31 @@ fn odd_but_valid_frames() {
         let mut hbh = vec![58u8, 0, 1, 4, 0, 0, 0, 0];
         hbh.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
         let ext = t::ipv6(host, amac, t::VM_A6, t::HOST6, 0, 64, &hbh);
-        assert_eq!(b.run(Role::Vm, A, &ext).unwrap().0, REDIRECT, "IPv6 extension header");
+        assert_eq!(
+            b.run(Role::Vm, A, &ext).unwrap().0,
+            REDIRECT,
+            "IPv6 extension header"
+        );
         // A solicitation behind an extension header is not ND (RFC 4861):
         // to its multicast group it is nobody's.
         let mut ns = t::ns(amac, t::VM_A_LL, t::HOST6);
         let body = ns.split_off(54);
         let mut ext_ns = vec![58u8, 0, 1, 4, 0, 0, 0, 0];
         ext_ns.extend_from_slice(&body);
-        let ns_ext = t::ipv6(t::solicited_mac(&t::HOST6), amac, t::VM_A_LL, t::solicited(&t::HOST6), 0, 255, &ext_ns);
-        assert_eq!(b.run(Role::Vm, A, &ns_ext).unwrap().0, PASS, "ND behind an extension header");
+        let ns_ext = t::ipv6(
+            t::solicited_mac(&t::HOST6),
+            amac,
+            t::VM_A_LL,
+            t::solicited(&t::HOST6),
+            0,
+            255,
+            &ext_ns,
+        );
+        assert_eq!(
+            b.run(Role::Vm, A, &ns_ext).unwrap().0,
+            PASS,
+            "ND behind an extension header"
+        );
         // A large frame (test runs take at most about a page; real 9000-byte
         // jumbo frames cross the lab in the hostile-input tests) and the
         // minimum (60 bytes).
@@ -216,10 +488,18 @@ fn odd_but_valid_frames() {
         large.extend(std::iter::repeat_n(0u8, extra));
         let total = (3000 - 14) as u16;
         large[16..18].copy_from_slice(&total.to_be_bytes());
-        assert_eq!(b.run(Role::Vm, A, &large).unwrap().0, REDIRECT, "large frame");
+        assert_eq!(
+            b.run(Role::Vm, A, &large).unwrap().0,
+            REDIRECT,
+            "large frame"
+        );
         let min = t::arp(t::BROADCAST, amac, 1, t::VM_A_IP, t::HOST_IP);
         assert_eq!(min.len(), 60);
-        assert_eq!(b.run(Role::Vm, A, &min).unwrap().0, REDIRECT, "minimum frame");
+        assert_eq!(
+            b.run(Role::Vm, A, &min).unwrap().0,
+            REDIRECT,
+            "minimum frame"
+        );
     });
 }
 

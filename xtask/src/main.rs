@@ -32,6 +32,11 @@ enum Cmd {
     Demo,
     /// rustfmt and clippy (-D warnings) on the host crates.
     Lint,
+    /// The soak test for longer than the test suite's 20 s.
+    Soak {
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+    },
     /// Fuzz the config parser and the steering decision with cargo-fuzz
     /// (libFuzzer), each for the given time.
     Fuzz {
@@ -49,6 +54,7 @@ fn main() -> Result<()> {
         Cmd::Demo => demo(),
         Cmd::Lint => lint(),
         Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
+        Cmd::Soak { minutes } => soak(minutes),
     }
 }
 
@@ -202,4 +208,21 @@ fn fuzz(target: Option<&str>, seconds: u32) -> Result<()> {
             .args(["--", &format!("-max_total_time={seconds}")]))?;
     }
     Ok(())
+}
+
+fn soak(minutes: u64) -> Result<()> {
+    require_root("the soak test")?;
+    require_tools()?;
+    build(false)?;
+    run(cargo()
+        .env("MVB_SOAK_SECONDS", (minutes * 60).to_string())
+        .args([
+            "test",
+            "-p",
+            "mvbridge-tests",
+            "--test",
+            "soak",
+            "--",
+            "--nocapture",
+        ]))
 }
