@@ -462,18 +462,37 @@ fn addresses_are_learnt_inside_allowed_prefixes_only() {
     let (daemon, path) = up_with(&mut lab, &config, &[]);
     let c = lab.guest("c");
     let c_addr = lab.spec("c").addr;
-    assert!(
-        !ping(&lab.host, c_addr),
-        "steered before anything was learnt"
+    let learnt = |status: &serde_json::Value| -> usize {
+        status["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "c")
+            .unwrap()["addresses"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        learnt(&daemon::status(&lab.host, &path).unwrap().1),
+        0,
+        "learnt before any traffic"
     );
 
     // The VM's own traffic teaches mvbridge its addresses.
-    let learnt = eventually("learning VM c's address", 5 * SECOND, || ping(c, HOST));
-    println!("VM c reached the host after {learnt:?} (learning on the way)");
+    let took = eventually("learning VM c's address", 5 * SECOND, || ping(c, HOST));
+    println!("VM c reached the host after {took:?} (learning on the way)");
     daemon
         .wait_for_log(&["learnt an address", "203.0.113.163"], 2 * SECOND)
         .unwrap();
+    // Learnt means steered: host <-> VM c no longer hairpins.
+    let tap = mvbridge_tests::wire::WireTap::start(&lab.gw, mvbridge_tests::lab::WIRE).unwrap();
     assert!(ping(&lab.host, c_addr));
+    let frames = tap.stop().unwrap();
+    assert!(
+        lab.local_frames(&frames, None).is_empty(),
+        "VM c's learnt address still hairpins"
+    );
     eventually("learning VM c's IPv6 address", 5 * SECOND, || {
         ping(c, HOST6)
     });
