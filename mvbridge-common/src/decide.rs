@@ -16,7 +16,8 @@
 
 use crate::frame::Frame;
 use crate::maps::{
-    ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_LEARN, VmLink,
+    ENDPOINT_BRIDGED, ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings,
+    VMLINK_BRIDGED, VMLINK_LEARN, VmLink,
 };
 use crate::parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Eth};
 use crate::stats::{DropReason, Path, Proto};
@@ -44,18 +45,67 @@ pub enum Hook {
     Vm { ifindex: u32 },
 }
 
-/// An IPv4 or IPv6 address as it sits in the packet.
+/// An IPv4 or IPv6 address as it sits in the packet, with every byte
+/// defined (IPv4 in the first four, the rest zero; `family` 0: none). An
+/// enum or an `Option` here would leave bytes undefined, and the compiler
+/// may copy those; the verifier refuses to read them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Addr {
-    V4(Ipv4Key),
-    V6(Ipv6Key),
+pub struct Addr {
+    /// 4, 6, or 0 for no address.
+    pub family: u8,
+    pub bytes: [u8; 16],
+}
+
+impl Addr {
+    pub const NONE: Addr = Addr {
+        family: 0,
+        bytes: [0; 16],
+    };
+
+    pub const fn v4(a: Ipv4Key) -> Addr {
+        let mut bytes = [0; 16];
+        bytes[0] = a[0];
+        bytes[1] = a[1];
+        bytes[2] = a[2];
+        bytes[3] = a[3];
+        Addr { family: 4, bytes }
+    }
+
+    pub const fn v6(bytes: Ipv6Key) -> Addr {
+        Addr { family: 6, bytes }
+    }
+
+    pub const fn is_none(&self) -> bool {
+        self.family == 0
+    }
+
+    pub const fn v4_key(&self) -> Ipv4Key {
+        [self.bytes[0], self.bytes[1], self.bytes[2], self.bytes[3]]
+    }
+}
+
+/// How a steered frame moves on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Into `ifindex`'s ingress: its stack (the host) or its guest
+    /// (a macvtap) receives it.
+    Ingress,
+    /// Out of `ifindex` (the shim): the macvlan bridge delivers it to the
+    /// sibling with the destination MAC, in whatever namespace it is.
+    Egress,
+    /// On its way, re-addressed: the sender is a bridged VM, whose link the
+    /// bridge serves (to the shim for the host, to a sibling for a VM).
+    Continue,
 }
 
 /// Where a steered frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Redirect {
-    /// Link whose ingress receives the frame.
+    /// Link that takes the frame (unused for `Action::Continue`).
     pub ifindex: u32,
+    pub action: Action,
+    /// False for the shim's relay of frames a VM hook already counted.
+    pub count: bool,
     /// New destination MAC, when the frame was addressed elsewhere (e.g. to
     /// the gateway by a guest with a /32 and an on-link default route).
     pub dst_mac: Option<Mac>,
@@ -76,30 +126,28 @@ pub enum Verdict {
 }
 
 /// The verdict, plus an address the sending VM used that no table knows
-/// yet and that it may have learnt (only for VMs that learn).
+/// yet and that it may have learnt (only for VMs that learn; else
+/// `Addr::NONE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
-    pub learn: Option<Addr>,
+    pub learn: Addr,
 }
 
 impl Decision {
-    const fn just(verdict: Verdict) -> Decision {
+    pub const fn just(verdict: Verdict) -> Decision {
         Decision {
             verdict,
-            learn: None,
+            learn: Addr::NONE,
         }
     }
 }
 
-/// Who a frame claims to come from, at L3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
-    Addr(Addr),
-    /// No claim that matters: an unspecified source (DAD, ARP probe, DHCP)
-    /// or an IPv6 link-local one, which cannot leave the segment.
-    Exempt,
-}
+/// Who a frame claims to come from, at L3: an address, or `Addr::NONE`
+/// when the claim does not matter (an unspecified source, as in DAD, ARP
+/// probes and DHCP, or an IPv6 link-local one, which cannot leave the
+/// segment).
+type Source = Addr;
 
 /// What a frame carries, as far as steering cares.
 enum Carried {
@@ -140,9 +188,10 @@ where
 
 #[inline(always)]
 fn lookup<T: Tables>(tables: &T, addr: Addr) -> Option<Endpoint> {
-    match addr {
-        Addr::V4(a) => tables.local4(&a),
-        Addr::V6(a) => tables.local6(&a),
+    match addr.family {
+        6 => tables.local6(&addr.bytes),
+        4 => tables.local4(&addr.v4_key()),
+        _ => None,
     }
 }
 
@@ -156,7 +205,7 @@ fn from_host<F: Frame + ?Sized, T: Tables>(frame: &F, eth: &Eth, tables: &T) -> 
     if let Some(ep) = lookup(tables, target)
         && ep.kind == ENDPOINT_VM
     {
-        return steer(Path::HostToVm, eth, ep, proto, NO_SLOT);
+        return steer(Path::HostToVm, eth, ep, proto, NO_SLOT, None);
     }
     // The host addressed a VM's MAC directly for an address we do not
     // track (an IPv6 link-local one, typically its neighbour advertisement
@@ -164,7 +213,7 @@ fn from_host<F: Frame + ?Sized, T: Tables>(frame: &F, eth: &Eth, tables: &T) -> 
     if !parse::is_group(&eth.dst)
         && let Some(ep) = tables.vm_by_mac(&eth.dst)
     {
-        return steer(Path::HostToVm, eth, ep, proto, NO_SLOT);
+        return steer(Path::HostToVm, eth, ep, proto, NO_SLOT, None);
     }
     Verdict::Pass
 }
@@ -193,19 +242,22 @@ fn from_vm<F: Frame + ?Sized, T: Tables>(
         }
         Carried::Broken | Carried::Foreign => return Decision::just(Verdict::Pass),
     };
-    let (own_source, learn) = match source {
-        Source::Exempt => (true, None),
-        Source::Addr(a) => match lookup(tables, a) {
-            Some(owner) if owner.ifindex == ifindex => (true, None),
+    let mine = |ep: &Endpoint| ep.kind == ENDPOINT_VM && ep.vm == me.slot;
+    let (own_source, learn) = if source.is_none() {
+        (true, Addr::NONE)
+    } else {
+        match lookup(tables, source) {
+            Some(owner) if mine(&owner) => (true, Addr::NONE),
             // Claiming the host's or another VM's address: an attempt to
             // take over its traffic, whoever it is sent to.
             Some(_) => return Decision::just(Verdict::Drop(DropReason::SpoofedAddress)),
-            None if me.flags & VMLINK_LEARN != 0 => (false, Some(a)),
-            None => (false, None),
-        },
+            None if me.flags & VMLINK_LEARN != 0 => (false, source),
+            None => (false, Addr::NONE),
+        }
     };
+    let bridged = me.flags & VMLINK_BRIDGED != 0;
     let verdict = match lookup(tables, target) {
-        Some(ep) if ep.ifindex == ifindex => Verdict::Pass,
+        Some(ep) if mine(&ep) => Verdict::Pass,
         Some(_) if !own_source => Verdict::Drop(DropReason::UnknownSource),
         Some(ep) => {
             let path = if ep.kind == ENDPOINT_HOST {
@@ -213,7 +265,17 @@ fn from_vm<F: Frame + ?Sized, T: Tables>(
             } else {
                 Path::VmToVm
             };
-            steer(path, eth, ep, proto, me.slot)
+            // A bridged VM's frames stay in the bridge, re-addressed: to
+            // the shim (which relays them to the host) or to the VM. So do
+            // frames to a bridged VM: the bridge reaches it, we cannot.
+            let to_bridged = ep.flags & ENDPOINT_BRIDGED != 0;
+            let via = match (bridged, ep.kind) {
+                (true, ENDPOINT_HOST) => Some(settings.shim_mac),
+                (true, _) => Some(ep.mac),
+                (false, _) if to_bridged => Some(ep.mac),
+                (false, _) => None,
+            };
+            steer(path, eth, ep, proto, me.slot, via)
         }
         // For the host's MAC but no address of the host's: a request to
         // route it (into 192.168.122.0/24, a private IPv6 prefix, ...).
@@ -235,22 +297,22 @@ fn carried<F: Frame + ?Sized>(frame: &F, ethertype: u16) -> Carried {
         ETH_P_ARP => match parse::arp(frame) {
             Some(arp) => {
                 let source = if arp.spa == [0; 4] {
-                    Source::Exempt
+                    Addr::NONE
                 } else {
-                    Source::Addr(Addr::V4(arp.spa))
+                    Addr::v4(arp.spa)
                 };
-                Carried::For(Addr::V4(arp.tpa), source, Proto::Arp)
+                Carried::For(Addr::v4(arp.tpa), source, Proto::Arp)
             }
             None => Carried::Broken,
         },
         ETH_P_IP => match parse::ipv4(frame) {
             Some(ip) => {
                 let source = if ip.src == [0; 4] {
-                    Source::Exempt
+                    Addr::NONE
                 } else {
-                    Source::Addr(Addr::V4(ip.src))
+                    Addr::v4(ip.src)
                 };
-                Carried::For(Addr::V4(ip.dst), source, Proto::Ipv4)
+                Carried::For(Addr::v4(ip.dst), source, Proto::Ipv4)
             }
             None => Carried::Broken,
         },
@@ -261,14 +323,14 @@ fn carried<F: Frame + ?Sized>(frame: &F, ethertype: u16) -> Carried {
                     // A solicitation goes to a multicast group; who must
                     // answer it is named by its target.
                     Some(nd) if nd.is_solicitation() => {
-                        Carried::For(Addr::V6(nd.target), source, Proto::Nd)
+                        Carried::For(Addr::v6(nd.target), source, Proto::Nd)
                     }
                     // An advertisement claims its target for the sender.
                     Some(nd) if nd.is_advertisement() => {
-                        Carried::For(Addr::V6(ip.dst), source6(&nd.target), Proto::Nd)
+                        Carried::For(Addr::v6(ip.dst), source6(&nd.target), Proto::Nd)
                     }
-                    Some(_) => Carried::For(Addr::V6(ip.dst), source, Proto::Nd),
-                    None => Carried::For(Addr::V6(ip.dst), source, Proto::Ipv6),
+                    Some(_) => Carried::For(Addr::v6(ip.dst), source, Proto::Nd),
+                    None => Carried::For(Addr::v6(ip.dst), source, Proto::Ipv6),
                 }
             }
             None => Carried::Broken,
@@ -282,34 +344,107 @@ fn source6(addr: &Ipv6Key) -> Source {
     let unspecified = *addr == [0; 16];
     let link_local = addr[0] == 0xfe && addr[1] & 0xc0 == 0x80;
     if unspecified || link_local {
-        Source::Exempt
+        Addr::NONE
     } else {
-        Source::Addr(Addr::V6(*addr))
+        Addr::v6(*addr)
     }
 }
 
-/// A frame for a local endpoint on another link: redirect it there.
+/// A frame for a local endpoint on another link: send it there. `via`:
+/// the sender is a bridged VM and the frame continues into the bridge,
+/// addressed to this MAC.
 #[inline(always)]
-fn steer(path: Path, eth: &Eth, ep: Endpoint, proto: Proto, from_slot: u32) -> Verdict {
-    // Requests to a group (ARP broadcast, a solicitation to the
-    // solicited-node group) keep it, so the receiver sees what it expects;
-    // every unicast frame is re-addressed to the endpoint, which also turns
-    // a /32 guest's "send to the gateway" into a local delivery.
-    let to_group = parse::is_group(&eth.dst) && matches!(proto, Proto::Arp | Proto::Nd);
-    let keep = to_group || eth.dst == ep.mac;
-    let dst_mac = if keep { None } else { Some(ep.mac) };
+fn steer(
+    path: Path,
+    eth: &Eth,
+    ep: Endpoint,
+    proto: Proto,
+    from_slot: u32,
+    via: Option<Mac>,
+) -> Verdict {
     let to_slot = if ep.kind == ENDPOINT_VM {
         ep.vm
     } else {
         NO_SLOT
     };
+    // In the bridge every frame must be unicast to its receiver, or the
+    // bridge floods it to every sibling and the wire. Otherwise requests
+    // to a group (ARP broadcast, a solicitation to the solicited-node
+    // group) keep it, so the receiver sees what it expects; every unicast
+    // frame is re-addressed to the endpoint, which also turns a /32 guest's
+    // "send to the gateway" into a local delivery. One construction for
+    // all cases: the programs must never copy a half-defined value.
+    let bridged = ep.flags & ENDPOINT_BRIDGED != 0;
+    let to_group = parse::is_group(&eth.dst) && matches!(proto, Proto::Arp | Proto::Nd);
+    let continues = via.is_some();
+    let target = match via {
+        Some(mac) => mac,
+        None => ep.mac,
+    };
+    let keep = (to_group && !bridged && !continues) || eth.dst == target;
+    let action = if continues {
+        Action::Continue
+    } else if bridged {
+        Action::Egress
+    } else {
+        Action::Ingress
+    };
     Verdict::Redirect(Redirect {
-        ifindex: ep.ifindex,
-        dst_mac,
+        ifindex: if continues { 0 } else { ep.ifindex },
+        action,
+        count: true,
+        dst_mac: if keep { None } else { Some(target) },
         path,
         proto,
         to_slot,
         from_slot,
+    })
+}
+
+/// The shim's egress: nothing the host's stack sends through the shim may
+/// leave (its MAC would reach the wire); only frames the uplink hook hands
+/// to bridged VMs pass, and only to them.
+#[inline(always)]
+pub fn shim_egress<F: Frame + ?Sized, T: Tables>(frame: &F, tables: &T) -> Verdict {
+    let (Some(eth), Some(settings)) = (parse::eth(frame), tables.settings()) else {
+        return Verdict::Drop(DropReason::ShimTransmit);
+    };
+    let to_bridged = tables
+        .vm_by_mac(&eth.dst)
+        .is_some_and(|ep| ep.flags & ENDPOINT_BRIDGED != 0);
+    if to_bridged && eth.src == settings.uplink_mac {
+        Verdict::Pass
+    } else {
+        Verdict::Drop(DropReason::ShimTransmit)
+    }
+}
+
+/// The shim's ingress: bridged VMs address their frames for the host to
+/// the shim (their hook re-addressed them); relay those into the uplink's
+/// ingress, as if they came off the wire. Nothing else is the shim's.
+#[inline(always)]
+pub fn shim_ingress<F: Frame + ?Sized, T: Tables>(frame: &F, tables: &T) -> Verdict {
+    let (Some(eth), Some(settings)) = (parse::eth(frame), tables.settings()) else {
+        return Verdict::Pass;
+    };
+    if eth.dst != settings.shim_mac || settings.uplink_ifindex == 0 {
+        return Verdict::Pass;
+    }
+    let from_bridged = tables
+        .vm_by_mac(&eth.src)
+        .is_some_and(|ep| ep.flags & ENDPOINT_BRIDGED != 0);
+    if !from_bridged {
+        return Verdict::Drop(DropReason::SpoofedMac);
+    }
+    Verdict::Redirect(Redirect {
+        ifindex: settings.uplink_ifindex,
+        action: Action::Ingress,
+        count: false,
+        dst_mac: Some(settings.uplink_mac),
+        path: Path::VmToHost,
+        proto: Proto::Ipv4,
+        to_slot: NO_SLOT,
+        from_slot: NO_SLOT,
     })
 }
 
@@ -337,6 +472,8 @@ mod tests {
         };
         Verdict::Redirect(Redirect {
             ifindex,
+            action: Action::Ingress,
+            count: true,
             dst_mac,
             path,
             proto,
@@ -670,6 +807,148 @@ mod tests {
     }
 
     #[test]
+    fn bridged_vms_are_reached_through_the_shim_and_the_bridge() {
+        let t = lab_tables_bridged();
+        let x = Hook::Vm { ifindex: VM_X_IF };
+        let run = |hook, frame: Vec<u8>| decide(hook, frame.as_slice(), false, &t).verdict;
+        let redirect = |ifindex, action, dst_mac, path, proto, to_slot, from_slot| {
+            Verdict::Redirect(Redirect {
+                ifindex,
+                action,
+                count: true,
+                dst_mac,
+                path,
+                proto,
+                to_slot,
+                from_slot,
+            })
+        };
+        // Host -> x: out of the shim, to x's MAC, even for a broadcast ARP.
+        assert_eq!(
+            run(Hook::Uplink, ipv4(GW_MAC, HOST_MAC, HOST_IP, VM_X_IP)),
+            redirect(
+                SHIM_IF,
+                Action::Egress,
+                Some(VM_X_MAC),
+                Path::HostToVm,
+                Proto::Ipv4,
+                3,
+                NO_SLOT
+            )
+        );
+        assert_eq!(
+            run(Hook::Uplink, arp(BROADCAST, HOST_MAC, 1, HOST_IP, VM_X_IP)),
+            redirect(
+                SHIM_IF,
+                Action::Egress,
+                Some(VM_X_MAC),
+                Path::HostToVm,
+                Proto::Arp,
+                3,
+                NO_SLOT
+            )
+        );
+        // x -> host: on into the bridge, to the shim; its ARP broadcast too.
+        assert_eq!(
+            run(x, ipv4(HOST_MAC, VM_X_MAC, VM_X_IP, HOST_IP)),
+            redirect(
+                0,
+                Action::Continue,
+                Some(SHIM_MAC),
+                Path::VmToHost,
+                Proto::Ipv4,
+                NO_SLOT,
+                3
+            )
+        );
+        assert_eq!(
+            run(x, arp(BROADCAST, VM_X_MAC, 1, VM_X_IP, HOST_IP)),
+            redirect(
+                0,
+                Action::Continue,
+                Some(SHIM_MAC),
+                Path::VmToHost,
+                Proto::Arp,
+                NO_SLOT,
+                3
+            )
+        );
+        // VM a -> x (its ARP too): to x's MAC, in the bridge.
+        assert_eq!(
+            run(
+                Hook::Vm { ifindex: VM_A_IF },
+                arp(BROADCAST, VM_A_MAC, 1, VM_A_IP, VM_X_IP)
+            ),
+            redirect(
+                0,
+                Action::Continue,
+                Some(VM_X_MAC),
+                Path::VmToVm,
+                Proto::Arp,
+                3,
+                0
+            )
+        );
+        // x -> VM a via the gateway: to a's MAC, in the bridge.
+        assert_eq!(
+            run(x, ipv4(GW_MAC, VM_X_MAC, VM_X_IP, VM_A_IP)),
+            redirect(
+                0,
+                Action::Continue,
+                Some(VM_A_MAC),
+                Path::VmToVm,
+                Proto::Ipv4,
+                0,
+                3
+            )
+        );
+        // x to itself, and x spoofing: as for any VM.
+        assert_eq!(
+            run(x, ipv4(VM_X_MAC, VM_X_MAC, VM_X_IP, VM_X_IP)),
+            Verdict::Pass
+        );
+        assert_eq!(
+            run(x, ipv4(GW_MAC, VM_X_MAC, VM_A_IP, INET_IP)),
+            Verdict::Drop(DropReason::SpoofedAddress)
+        );
+    }
+
+    #[test]
+    fn the_shim_lets_through_only_what_it_relays() {
+        let t = lab_tables_bridged();
+        let e = |f: Vec<u8>| shim_egress(f.as_slice(), &t);
+        assert_eq!(e(ipv4(VM_X_MAC, HOST_MAC, HOST_IP, VM_X_IP)), Verdict::Pass);
+        for leak in [
+            ipv4(VM_X_MAC, SHIM_MAC, HOST_IP, VM_X_IP),
+            ipv4(VM_A_MAC, HOST_MAC, HOST_IP, VM_A_IP),
+            arp(BROADCAST, SHIM_MAC, 1, HOST_IP, GW_IP),
+            std::vec![0u8; 10],
+        ] {
+            assert_eq!(e(leak), Verdict::Drop(DropReason::ShimTransmit));
+        }
+        let i = |f: Vec<u8>| shim_ingress(f.as_slice(), &t);
+        assert_eq!(
+            i(ipv4(SHIM_MAC, VM_X_MAC, VM_X_IP, HOST_IP)),
+            Verdict::Redirect(Redirect {
+                ifindex: UPLINK_IF,
+                action: Action::Ingress,
+                count: false,
+                dst_mac: Some(HOST_MAC),
+                path: Path::VmToHost,
+                proto: Proto::Ipv4,
+                to_slot: NO_SLOT,
+                from_slot: NO_SLOT,
+            })
+        );
+        assert_eq!(
+            i(ipv4(SHIM_MAC, VM_A_MAC, VM_A_IP, HOST_IP)),
+            Verdict::Drop(DropReason::SpoofedMac),
+            "only bridged VMs use the shim"
+        );
+        assert_eq!(i(arp(BROADCAST, GW_MAC, 1, GW_IP, HOST_IP)), Verdict::Pass);
+    }
+
+    #[test]
     fn only_learning_vms_report_unknown_sources() {
         let tables = lab_tables();
         let new4 = [203, 0, 113, 170];
@@ -685,10 +964,10 @@ mod tests {
             false,
             &tables,
         );
-        assert_eq!(got.learn, Some(Addr::V4(new4)));
+        assert_eq!(got.learn, Addr::v4(new4));
         assert_eq!(got.verdict, Verdict::Pass);
         let got = decide(c, ns(VM_C_MAC, new6, HOST6).as_slice(), false, &tables);
-        assert_eq!(got.learn, Some(Addr::V6(new6)));
+        assert_eq!(got.learn, Addr::v6(new6));
         // Not learnt yet, so not steered yet.
         assert_eq!(got.verdict, Verdict::Drop(DropReason::UnknownSource));
         let got = decide(
@@ -697,7 +976,7 @@ mod tests {
             false,
             &tables,
         );
-        assert_eq!(got.learn, None, "a known address is not reported");
+        assert_eq!(got.learn, Addr::NONE, "a known address is not reported");
 
         let a = Hook::Vm { ifindex: VM_A_IF };
         let got = decide(
@@ -706,7 +985,7 @@ mod tests {
             false,
             &tables,
         );
-        assert_eq!(got.learn, None, "VM a does not learn");
+        assert_eq!(got.learn, Addr::NONE, "VM a does not learn");
         let got = decide(
             c,
             ipv4(GW_MAC, VM_C_MAC, HOST_IP, INET_IP).as_slice(),
@@ -714,7 +993,8 @@ mod tests {
             &tables,
         );
         assert_eq!(
-            got.learn, None,
+            got.learn,
+            Addr::NONE,
             "an address owned by another is never offered"
         );
     }

@@ -16,6 +16,10 @@ pub type Ipv6Key = [u8; 16];
 pub const ENDPOINT_HOST: u8 = 1;
 /// `Endpoint::kind` of a VM's address (reached on its macvtap).
 pub const ENDPOINT_VM: u8 = 2;
+/// `Endpoint::flags`: deliver through the shim into the macvlan bridge
+/// (the VM's link is in another network namespace, where no ifindex of
+/// ours can reach it).
+pub const ENDPOINT_BRIDGED: u8 = 1;
 
 /// Where one local address lives: the link that delivers to it and the MAC
 /// frames for it must carry.
@@ -27,13 +31,19 @@ pub struct Endpoint {
     pub mac: Mac,
     /// `ENDPOINT_HOST` or `ENDPOINT_VM`.
     pub kind: u8,
-    pub _pad: u8,
+    /// `ENDPOINT_BRIDGED`: the VM's link lives in another network
+    /// namespace; frames reach it through the shim and the macvlan bridge.
+    pub flags: u8,
     /// Index of the VM in the per-VM counters; unused for the host.
     pub vm: u32,
 }
 
 /// `VmLink::flags`: the VM's addresses may be learnt from its traffic.
 pub const VMLINK_LEARN: u32 = 1;
+/// `VmLink::flags`: the VM's link is in another network namespace; its
+/// steered frames continue into the macvlan bridge instead of being
+/// redirected (see `ENDPOINT_BRIDGED`).
+pub const VMLINK_BRIDGED: u32 = 2;
 
 /// A VM's macvtap, keyed by its ifindex in [`MAP_LINKS`].
 #[repr(C)]
@@ -118,6 +128,7 @@ pub const MAP_DROPS: &str = "MVB_DROPS";
 pub const PROG_UPLINK: &str = "mvb_uplink";
 pub const PROG_VM: &str = "mvb_vm";
 pub const PROG_SHIM: &str = "mvb_shim";
+pub const PROG_SHIM_IN: &str = "mvb_shim_in";
 
 #[cfg(feature = "user")]
 mod pod {

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use std::vec::Vec;
 
-use crate::decide::{Addr, Hook, Verdict, decide};
+use crate::decide::{Hook, Verdict, decide};
 use crate::parse;
 use crate::testing::*;
 
@@ -78,11 +78,12 @@ fn check(hook: Hook, frame: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_ne!(r.ifindex, ifindex, "steered back to the sender");
         }
     }
-    if let Some(addr) = d.learn {
+    let addr = d.learn;
+    if !addr.is_none() {
         prop_assert_eq!(hook, Hook::Vm { ifindex: VM_C_IF }, "only VM c learns");
-        let unknown = match addr {
-            Addr::V4(a) => tables.local4.iter().all(|(k, _)| *k != a),
-            Addr::V6(a) => tables.local6.iter().all(|(k, _)| *k != a),
+        let unknown = match addr.family {
+            4 => tables.local4.iter().all(|(k, _)| *k != addr.v4_key()),
+            _ => tables.local6.iter().all(|(k, _)| *k != addr.bytes),
         };
         prop_assert!(unknown, "offered a known address for learning");
     }

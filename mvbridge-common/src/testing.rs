@@ -4,7 +4,8 @@ use std::vec::Vec;
 
 use crate::decide::Tables;
 use crate::maps::{
-    ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_LEARN, VmLink,
+    ENDPOINT_BRIDGED, ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings,
+    VMLINK_BRIDGED, VMLINK_LEARN, VmLink,
 };
 use crate::parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 
@@ -18,6 +19,10 @@ pub const UPLINK_IF: u32 = 2;
 pub const SHIM_IF: u32 = 3;
 pub const VM_A_IF: u32 = 10;
 pub const VM_C_IF: u32 = 12;
+/// VM x: a kernel guest or container, its macvlan in another namespace.
+pub const VM_X_IF: u32 = 20;
+pub const VM_X_MAC: Mac = [0x52, 0x54, 0, 0, 0, 0xe5];
+pub const VM_X_IP: Ipv4Key = [203, 0, 113, 165];
 pub const HOST_IP: Ipv4Key = [203, 0, 113, 157];
 pub const GW_IP: Ipv4Key = [203, 0, 113, 129];
 pub const VM_A_IP: Ipv4Key = [203, 0, 113, 161];
@@ -90,7 +95,7 @@ pub fn endpoint(ifindex: u32, mac: Mac, kind: u8, vm: u32) -> Endpoint {
         ifindex,
         mac,
         kind,
-        _pad: 0,
+        flags: 0,
         vm,
     }
 }
@@ -110,6 +115,19 @@ pub fn lab_tables() -> TestTables {
         ],
         ..lab_tables4()
     }
+}
+
+/// `lab_tables` plus VM x (slot 3), bridged: its link is in another
+/// namespace, reached through the shim.
+pub fn lab_tables_bridged() -> TestTables {
+    let mut t = lab_tables();
+    let mut x = endpoint(SHIM_IF, VM_X_MAC, ENDPOINT_VM, 3);
+    x.flags = ENDPOINT_BRIDGED;
+    t.local4.push((VM_X_IP, x));
+    t.macs.push((VM_X_MAC, x));
+    t.links
+        .push((VM_X_IF, vm_link(3, VM_X_MAC, VMLINK_BRIDGED)));
+    t
 }
 
 fn lab_tables4() -> TestTables {

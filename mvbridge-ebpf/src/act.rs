@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use mvbridge_common::{
-    decide::{Addr, Decision, NO_SLOT, Redirect, Verdict},
+    decide::{Action, Addr, Decision, NO_SLOT, Redirect, Verdict},
     maps::{Counter, LearnEvent, VmCounters},
     ratelimit,
     stats::{DropReason, Proto, path_slot},
@@ -26,8 +26,8 @@ const NS_PER_REPORT: u64 = 1_000_000_000;
 /// `sender`: the ifindex of the VM link the frame came from, 0 for the host.
 #[inline(always)]
 pub fn apply(ctx: &TcContext, decision: Decision, sender: u32) -> i32 {
-    if let Some(addr) = decision.learn {
-        report(sender, addr);
+    if !decision.learn.is_none() {
+        report(sender, decision.learn);
     }
     match decision.verdict {
         Verdict::Pass => PASS,
@@ -99,6 +99,25 @@ fn redirect(ctx: &TcContext, r: &Redirect) -> i32 {
     {
         return drop(DropReason::RewriteFailed);
     }
+    if r.count {
+        count(ctx, r);
+    }
+    let flags = match r.action {
+        // Into the target's ingress: the host's stack or the guest receives
+        // the frame as if it came off the wire (eth_type_trans runs again).
+        Action::Ingress => u64::from(BPF_F_INGRESS),
+        // Out of the shim: the macvlan bridge delivers it by MAC.
+        Action::Egress => 0,
+        // Re-addressed, on its way through the bridge.
+        Action::Continue => return PASS,
+    };
+    // SAFETY: plain helper call; an unknown ifindex makes the kernel drop
+    // the frame when it performs the redirect.
+    unsafe { bpf_redirect(r.ifindex, flags) as i32 }
+}
+
+#[inline(always)]
+fn count(ctx: &TcContext, r: &Redirect) {
     let bytes = u64::from(ctx.len());
     if let Some(c) = MVB_PATHS.get_ptr_mut(path_slot(r.path, r.proto)) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
@@ -126,29 +145,17 @@ fn redirect(ctx: &TcContext, r: &Redirect) -> i32 {
             bytes,
         )
     });
-    // Into the target's ingress: the host's stack or the guest receives the
-    // frame as if it came off the wire (eth_type_trans runs again there).
-    // SAFETY: plain helper call; an unknown ifindex makes the kernel drop
-    // the frame when it performs the redirect.
-    unsafe { bpf_redirect(r.ifindex, u64::from(BPF_F_INGRESS)) as i32 }
 }
 
 /// Tells the daemon about an address a learning VM used, at most about
 /// once a second per (link, address).
 #[inline(always)]
 fn report(ifindex: u32, addr: Addr) {
-    let mut event = LearnEvent {
+    let event = LearnEvent {
         ifindex,
-        family: 4,
-        addr: [0; 16],
+        family: u32::from(addr.family),
+        addr: addr.bytes,
     };
-    match addr {
-        Addr::V4(a) => event.addr[..4].copy_from_slice(&a),
-        Addr::V6(a) => {
-            event.family = 6;
-            event.addr = a;
-        }
-    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the value is read once.

@@ -9,7 +9,7 @@ mod skb;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use mvbridge_common::{
-    decide::{Hook, decide},
+    decide::{Decision, Hook, Verdict, decide, shim_egress, shim_ingress},
     stats::DropReason,
 };
 
@@ -35,11 +35,23 @@ pub fn mvb_vm(ctx: TcContext) -> i32 {
     act::apply(&ctx, decision, ifindex)
 }
 
-/// Egress of the shim: nothing it sends may reach the wire, where its MAC
-/// would show up next to the uplink's.
+/// Egress of the shim: nothing the host's stack sends through it may reach
+/// the wire, where its MAC would show up next to the uplink's; only what
+/// the uplink hook hands to bridged VMs passes.
 #[classifier]
-pub fn mvb_shim(_ctx: TcContext) -> i32 {
-    act::drop(DropReason::ShimTransmit)
+pub fn mvb_shim(ctx: TcContext) -> i32 {
+    match shim_egress(&Packet(&ctx), &Maps) {
+        Verdict::Pass => act::PASS,
+        _ => act::drop(DropReason::ShimTransmit),
+    }
+}
+
+/// Ingress of the shim: bridged VMs' frames for the host, relayed into the
+/// uplink's ingress.
+#[classifier]
+pub fn mvb_shim_in(ctx: TcContext) -> i32 {
+    let verdict = shim_ingress(&Packet(&ctx), &Maps);
+    act::apply(&ctx, Decision::just(verdict), 0)
 }
 
 #[cfg(not(test))]

@@ -56,6 +56,9 @@ pub struct Vm {
     /// Prefixes inside which the VM's addresses may be learnt from its own
     /// traffic; empty: no learning.
     pub learn: Vec<Prefix>,
+    /// The network namespace (`ip netns` name) the VM's link lives in, for
+    /// kernel guests and containers on a macvlan; `None`: the host's.
+    pub netns: Option<String>,
 }
 
 impl Vm {
@@ -223,6 +226,7 @@ struct RawVm {
     addresses: Vec<String>,
     #[serde(default)]
     learn: Vec<String>,
+    netns: Option<String>,
 }
 
 impl Config {
@@ -372,6 +376,17 @@ impl RawVm {
         if addresses.is_empty() && learn.is_empty() {
             return Err(format!("{at} has no addresses (and learns none)"));
         }
+        if let Some(ns) = &self.netns {
+            let ok = !ns.is_empty() && !ns.contains('/') && ns != "." && ns != "..";
+            if !ok {
+                return Err(format!("{at} netns = {ns:?} is not an `ip netns` name"));
+            }
+            if self.create {
+                return Err(format!(
+                    "{at} lives in netns {ns:?}: mvbridge only creates macvtaps in the host's namespace"
+                ));
+            }
+        }
         Ok(Vm {
             name: self.name,
             interface: self.interface,
@@ -379,6 +394,7 @@ impl RawVm {
             mac,
             addresses,
             learn,
+            netns: self.netns,
         })
     }
 }
@@ -450,13 +466,16 @@ fn check_unique(config: &Config) -> Result<(), String> {
             return Err(format!("two [[vm]] entries are named {:?}", vm.name));
         }
         if let Some(interface) = &vm.interface {
-            if interface == &config.uplink || interface == &config.shim.name {
+            let host_side = vm.netns.is_none();
+            if host_side && (interface == &config.uplink || interface == &config.shim.name) {
                 return Err(format!(
                     "[[vm]] {:?} interface {:?} is the uplink or the shim",
                     vm.name, interface
                 ));
             }
-            if let Some(prev) = interfaces.insert(interface.as_str(), vm.name.as_str()) {
+            // Names are per namespace: two containers may both have eth0.
+            let key = (vm.netns.as_deref(), interface.as_str());
+            if let Some(prev) = interfaces.insert(key, vm.name.as_str()) {
                 return Err(format!(
                     "[[vm]] {:?} and {:?} both use interface {:?}",
                     prev, vm.name, interface

@@ -12,7 +12,8 @@ use aya::{Ebpf, EbpfLoader};
 use mvbridge_common::maps::{
     Counter, Endpoint, LEARN_RING_BYTES, LEARNT_MEMORY, MAP_DROPS, MAP_LEARN, MAP_LEARNT,
     MAP_LINKS, MAP_LOCAL4, MAP_LOCAL6, MAP_MACS, MAP_NDRATE, MAP_PATHS, MAP_SETTINGS, MAP_VMSTATS,
-    MAX_ENDPOINTS, MAX_VMS, PROG_SHIM, PROG_UPLINK, PROG_VM, Settings, VmCounters, VmLink,
+    MAX_ENDPOINTS, MAX_VMS, PROG_SHIM, PROG_SHIM_IN, PROG_UPLINK, PROG_VM, Settings, VmCounters,
+    VmLink,
 };
 use mvbridge_common::stats::{DROP_SLOTS, PATH_SLOTS};
 use thiserror::Error;
@@ -28,16 +29,18 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mv
 pub enum Role {
     Uplink,
     Shim,
+    ShimIn,
     Vm,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Uplink, Role::Shim, Role::Vm];
+    pub const ALL: [Role; 4] = [Role::Uplink, Role::Shim, Role::ShimIn, Role::Vm];
 
     pub fn program(self) -> &'static str {
         match self {
             Role::Uplink => PROG_UPLINK,
             Role::Shim => PROG_SHIM,
+            Role::ShimIn => PROG_SHIM_IN,
             Role::Vm => PROG_VM,
         }
     }
@@ -47,7 +50,16 @@ impl Role {
         match self {
             Role::Uplink => "uplink",
             Role::Shim => "shim",
+            Role::ShimIn => "shimin",
             Role::Vm => "vm",
+        }
+    }
+
+    /// Which side of the link the program hooks.
+    pub fn attach_type(self) -> TcAttachType {
+        match self {
+            Role::ShimIn => TcAttachType::Ingress,
+            _ => TcAttachType::Egress,
         }
     }
 
@@ -68,7 +80,7 @@ pub enum DatapathError {
         "{0} was pinned by an incompatible mvbridge version ({1}); run `mvbridge down` (a short outage) and start again"
     )]
     Incompatible(String, String),
-    #[error("cannot attach {program} to {ifname} egress: {reason}")]
+    #[error("cannot attach {program} to {ifname}: {reason}")]
     Attach {
         program: &'static str,
         ifname: String,
@@ -247,22 +259,28 @@ impl Datapath {
         adopted
     }
 
-    /// Attaches `role`'s program to `ifname` egress and pins the TCX link,
-    /// so the hook outlives this process until `detach` removes the pin.
-    /// A stale pin of the same name (a link that died with its device) is
-    /// replaced.
-    pub fn attach(&mut self, role: Role, ifname: &str, pins: &PinDir) -> Result<(), DatapathError> {
+    /// Attaches `role`'s program to `ifname` (in the calling thread's
+    /// network namespace) and pins the TCX link under `key`, so the hook
+    /// outlives this process until `detach` removes the pin. A stale pin
+    /// of the same name (a link that died with its device) is replaced.
+    pub fn attach(
+        &mut self,
+        role: Role,
+        ifname: &str,
+        key: &str,
+        pins: &PinDir,
+    ) -> Result<(), DatapathError> {
         let program = role.program();
         let attach_err = |reason: String| DatapathError::Attach {
             program,
             ifname: ifname.to_owned(),
             reason,
         };
-        let path = pins.hook(role.name(), ifname);
+        let path = pins.hook(role.name(), key);
         let _ = detach(&path);
         let prog = self.program(role).map_err(attach_err)?;
         let id = prog
-            .attach(ifname, TcAttachType::Egress)
+            .attach(ifname, role.attach_type())
             .map_err(|e| attach_err(explain(&e)))?;
         let link = prog.take_link(id).map_err(|e| attach_err(explain(&e)))?;
         let pin_err = |reason: String| DatapathError::Pin {
@@ -320,10 +338,11 @@ pub fn detach(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// The ids and names of the programs attached to `ifname` egress.
-pub fn attached_programs(ifname: &str) -> Result<Vec<(u32, String)>, String> {
+/// The ids and names of the programs attached to `ifname` on `role`'s side
+/// (in the calling thread's network namespace).
+pub fn attached_programs(ifname: &str, role: Role) -> Result<Vec<(u32, String)>, String> {
     let (_, progs) =
-        SchedClassifier::query_tcx(ifname, TcAttachType::Egress).map_err(|e| errno::chain(&e))?;
+        SchedClassifier::query_tcx(ifname, role.attach_type()).map_err(|e| errno::chain(&e))?;
     Ok(progs
         .iter()
         .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))

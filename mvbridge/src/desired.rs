@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use mvbridge_common::maps::{
-    ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_LEARN, VmLink,
+    ENDPOINT_BRIDGED, ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings,
+    VMLINK_BRIDGED, VMLINK_LEARN, VmLink,
 };
 
 use crate::netlink::Link;
@@ -19,6 +20,8 @@ pub struct VmEntry<'a> {
     pub addresses: Vec<IpAddr>,
     pub slot: u32,
     pub learns: bool,
+    /// The link is in another network namespace (see `ENDPOINT_BRIDGED`).
+    pub bridged: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -45,16 +48,22 @@ impl Desired {
             ifindex: uplink.index,
             mac: uplink.mac.unwrap_or_default(),
             kind: ENDPOINT_HOST,
-            _pad: 0,
+            flags: 0,
             vm: 0,
         };
         for vm in vms {
             let mac = vm.link.mac.unwrap_or_default();
+            // A bridged VM is reached through the shim's egress: the
+            // macvlan bridge finds it by MAC in whatever namespace it is.
             let ep = Endpoint {
-                ifindex: vm.link.index,
+                ifindex: if vm.bridged {
+                    shim.index
+                } else {
+                    vm.link.index
+                },
                 mac,
                 kind: ENDPOINT_VM,
-                _pad: 0,
+                flags: if vm.bridged { ENDPOINT_BRIDGED } else { 0 },
                 vm: vm.slot,
             };
             d.macs.insert(mac, ep);
@@ -62,7 +71,8 @@ impl Desired {
                 vm.link.index,
                 VmLink {
                     slot: vm.slot,
-                    flags: if vm.learns { VMLINK_LEARN } else { 0 },
+                    flags: if vm.learns { VMLINK_LEARN } else { 0 }
+                        | if vm.bridged { VMLINK_BRIDGED } else { 0 },
                     mac,
                     _pad: [0; 2],
                 },

@@ -13,6 +13,7 @@ pub mod desired;
 pub mod errno;
 pub mod metrics;
 pub mod netlink;
+pub mod netns;
 pub mod notify;
 pub mod observe;
 pub mod preflight;

@@ -138,6 +138,14 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// A connection into network namespace `name`: the socket is made
+    /// there and stays there.
+    pub fn connect_in(name: &str) -> std::io::Result<Netlink> {
+        let (conn, handle, _) = crate::netns::InNetns::run(Some(name), rtnetlink::new_connection)??;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
         let found = self
             .handle

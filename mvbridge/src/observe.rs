@@ -37,10 +37,19 @@ pub enum VmLinkState {
     Unfit(String),
 }
 
-/// Finds VM `vm`'s macvtap among `links` (all links of the namespace).
+/// The link kinds a VM may use: a macvtap (a VM's NIC) in the host's
+/// namespace; a macvtap or a macvlan (a kernel guest's or a container's) in
+/// another one.
+fn fits(vm: &Vm, kind: Option<&str>) -> bool {
+    matches!(
+        (&vm.netns, kind),
+        (_, Some("macvtap")) | (Some(_), Some("macvlan"))
+    )
+}
+
+/// Finds VM `vm`'s link among `links` (all links of the VM's namespace).
 pub fn vm_link(vm: &Vm, links: &[Link], uplink: &Link) -> VmLinkState {
-    let on_uplink =
-        |l: &&Link| l.kind.as_deref() == Some("macvtap") && l.lower == Some(uplink.index);
+    let on_uplink = |l: &&Link| fits(vm, l.kind.as_deref()) && l.lower == Some(uplink.index);
     let found = match (&vm.interface, vm.mac) {
         (Some(name), _) => links.iter().find(|l| &l.name == name),
         (None, Some(mac)) => links
@@ -53,11 +62,21 @@ pub fn vm_link(vm: &Vm, links: &[Link], uplink: &Link) -> VmLinkState {
         return VmLinkState::Absent;
     };
     let what = format!("[[vm]] {:?}: {}", vm.name, vm.describe_link());
-    if link.kind.as_deref() != Some("macvtap") {
+    if !fits(vm, link.kind.as_deref()) {
         return VmLinkState::Unfit(format!(
-            "{what} is a {}, not a macvtap",
-            link.kind.as_deref().unwrap_or("physical or unknown link")
+            "{what} is a {}, not a {}",
+            link.kind.as_deref().unwrap_or("physical or unknown link"),
+            if vm.netns.is_some() {
+                "macvtap or macvlan"
+            } else {
+                "macvtap"
+            }
         ));
+    }
+    // A VM in another namespace is reached through the bridge: its link
+    // must take part in it.
+    if vm.netns.is_some() && link.macvlan_mode != Some(MacVlanMode::Bridge) {
+        return VmLinkState::Unfit(format!("{what} is not in bridge mode"));
     }
     if link.lower != Some(uplink.index) {
         return VmLinkState::Unfit(format!(
@@ -108,4 +127,29 @@ pub fn host_overlap(vm: &Vm, host: &[IpAddr]) -> Option<String> {
         .iter()
         .find(|a| host.contains(a))
         .map(|a| format!("[[vm]] {:?}: {a} is one of the host's addresses", vm.name))
+}
+
+/// A bridged VM's link is told apart from the host's links by its ifindex
+/// alone (the programs see no namespace): it must not collide.
+pub fn unique_ifindex(vm: &Vm, link: Link, host_links: &[Link]) -> VmLinkState {
+    match host_links.iter().find(|h| h.index == link.index) {
+        Some(h) => VmLinkState::Unfit(format!(
+            "[[vm]] {:?}: {} in netns {:?} has ifindex {}, like the host's {}; mvbridge needs them distinct (move the link in again to get a new one)",
+            vm.name,
+            link.name,
+            vm.netns.as_deref().unwrap_or(""),
+            link.index,
+            h.name
+        )),
+        None => VmLinkState::Present(link),
+    }
+}
+
+/// The key of a hook: the interface name, prefixed by its namespace for
+/// links outside the host's.
+pub fn hook_key(netns: Option<&str>, ifname: &str) -> String {
+    match netns {
+        Some(ns) => format!("{ns}:{ifname}"),
+        None => ifname.to_owned(),
+    }
 }

@@ -61,6 +61,8 @@ pub struct Reconciler {
     host_addresses: Vec<IpAddr>,
     /// Problems already logged, so a pass repeats none of them.
     reported: HashSet<String>,
+    /// rtnetlink connections into the namespaces of bridged VMs.
+    netns_links: HashMap<String, Netlink>,
 }
 
 impl Reconciler {
@@ -115,6 +117,7 @@ impl Reconciler {
             vm_by_ifindex: HashMap::new(),
             host_addresses: Vec::new(),
             reported: HashSet::new(),
+            netns_links: HashMap::new(),
         };
         r.reconcile(Pass::Strict).await?;
         Ok(r)
@@ -166,7 +169,8 @@ impl Reconciler {
             bail!(conflict);
         }
         let mut vm_states: Vec<(Vm, VmLinkState)> = Vec::new();
-        for vm in &self.config.vms {
+        let vms = self.config.vms.clone();
+        for vm in &vms {
             // A link mvbridge is to create must not be someone else's.
             let taken = links.iter().find(|l| {
                 vm.create && Some(&l.name) == vm.interface.as_ref() && !observe::is_ours(l)
@@ -176,7 +180,19 @@ impl Reconciler {
                     "[[vm]] {:?}: interface {:?} already exists and is not mvbridge's; set create = false to adopt it",
                     vm.name, l.name
                 )),
-                None => observe::vm_link(vm, &links, &uplink),
+                None => match &vm.netns {
+                    None => observe::vm_link(vm, &links, &uplink),
+                    Some(ns) => match self.links_in(ns).await {
+                        Ok(theirs) => match observe::vm_link(vm, &theirs, &uplink) {
+                            VmLinkState::Present(l) => observe::unique_ifindex(vm, l, &links),
+                            other => other,
+                        },
+                        Err(e) => VmLinkState::Unfit(format!(
+                            "[[vm]] {:?}: cannot look into netns {ns:?}: {e:#}",
+                            vm.name
+                        )),
+                    },
+                },
             };
             // Two VMs must not resolve to one macvtap.
             let state = match state {
@@ -254,6 +270,7 @@ impl Reconciler {
                 addresses,
                 slot,
                 learns: !vm.learn.is_empty(),
+                bridged: vm.netns.is_some(),
             });
         }
         let desired = Desired::new(&uplink, &shim, &host, &entries);
@@ -261,16 +278,17 @@ impl Reconciler {
 
         // VM hooks before the uplink's: host->VM steering only starts once
         // every return path is in place.
-        for (_, link) in &present {
-            self.ensure_hook(Role::Vm, link, pass, &mut out)?;
+        for (vm, link) in &present {
+            self.ensure_hook(Role::Vm, link, vm.netns.as_deref(), pass, &mut out)?;
         }
-        self.ensure_hook(Role::Uplink, &uplink, pass, &mut out)?;
+        self.ensure_hook(Role::Uplink, &uplink, None, pass, &mut out)?;
         let mut wanted: HashSet<(Role, String)> = present
             .iter()
-            .map(|(_, l)| (Role::Vm, l.name.clone()))
+            .map(|(vm, l)| (Role::Vm, observe::hook_key(vm.netns.as_deref(), &l.name)))
             .collect();
         wanted.insert((Role::Uplink, uplink.name.clone()));
         wanted.insert((Role::Shim, shim.name.clone()));
+        wanted.insert((Role::ShimIn, shim.name.clone()));
         self.remove_stale_hooks(&wanted);
 
         self.vm_by_ifindex = present
@@ -323,7 +341,8 @@ impl Reconciler {
             }
             None => self.create_shim(uplink, out).await?,
         };
-        self.ensure_hook(Role::Shim, &shim, pass, out)?;
+        self.ensure_hook(Role::Shim, &shim, None, pass, out)?;
+        self.ensure_hook(Role::ShimIn, &shim, None, pass, out)?;
         if !shim.up {
             self.nl.set_up(shim.index).await?;
         }
@@ -386,29 +405,54 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Makes sure `role`'s program runs on `link`'s egress.
+    /// Makes sure `role`'s program runs on `link` (in `netns`, or the
+    /// host's namespace).
     fn ensure_hook(
         &mut self,
         role: Role,
         link: &Link,
+        netns: Option<&str>,
         pass: Pass,
         out: &mut Outcome,
     ) -> Result<()> {
-        let known = self.hooked.get(&link.name) == Some(&(role, link.index));
+        let key = observe::hook_key(netns, &link.name);
+        let slot = format!("{}:{key}", role.name());
+        let known = self.hooked.get(&slot) == Some(&(role, link.index));
         if known && pass == Pass::Event {
             return Ok(());
         }
         let id = self.prog_ids[&role];
-        let attached = datapath::attached_programs(&link.name)
-            .map(|progs| progs.iter().any(|(pid, _)| *pid == id))
-            .unwrap_or(false);
-        if !attached {
-            self.datapath.attach(role, &link.name, &self.pins)?;
-            tracing::info!(interface = %link.name, program = role.program(), "hook attached");
-            out.attached.push(link.name.clone());
-        }
-        self.hooked.insert(link.name.clone(), (role, link.index));
+        let (datapath, pins) = (&mut self.datapath, &self.pins);
+        crate::netns::InNetns::run(netns, || -> Result<()> {
+            let attached = datapath::attached_programs(&link.name, role)
+                .map(|progs| progs.iter().any(|(pid, _)| *pid == id))
+                .unwrap_or(false);
+            if !attached {
+                datapath.attach(role, &link.name, &key, pins)?;
+                tracing::info!(interface = %key, program = role.program(), "hook attached");
+                out.attached.push(key.clone());
+            }
+            Ok(())
+        })??;
+        self.hooked.insert(slot, (role, link.index));
         Ok(())
+    }
+
+    /// The links of network namespace `ns`, through a connection kept for
+    /// it.
+    async fn links_in(&mut self, ns: &str) -> Result<Vec<Link>> {
+        if !self.netns_links.contains_key(ns) {
+            let nl = Netlink::connect_in(ns)?;
+            self.netns_links.insert(ns.to_owned(), nl);
+        }
+        match self.netns_links[ns].links().await {
+            Ok(links) => Ok(links),
+            Err(e) => {
+                // The namespace may be gone and come back: reconnect next time.
+                self.netns_links.remove(ns);
+                Err(e.into())
+            }
+        }
     }
 
     fn remove_stale_hooks(&mut self, wanted: &HashSet<(Role, String)>) {
@@ -420,8 +464,10 @@ impl Reconciler {
                 tracing::info!(interface = %ifname, "hook removed");
             }
         }
-        self.hooked
-            .retain(|name, (role, _)| wanted.contains(&(*role, name.clone())));
+        self.hooked.retain(|slot, (role, _)| {
+            let key = slot.split_once(':').map(|(_, k)| k).unwrap_or(slot);
+            wanted.contains(&(*role, key.to_owned()))
+        });
     }
 
     /// Logs problems once, and says when one went away.

@@ -6,13 +6,14 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
-use mvbridge_common::maps::{ENDPOINT_HOST, Endpoint, VmCounters};
+use mvbridge_common::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, VmCounters};
 use serde::Serialize;
 
 use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr};
 use crate::datapath::{self, Role};
 use crate::netlink::Netlink;
+use crate::netns::InNetns;
 use crate::observe::{self, VmLinkState};
 use crate::tables::{Tables, name_key};
 
@@ -132,28 +133,36 @@ pub async fn collect(config: &Config, nl: &Netlink) -> Result<Report> {
         .collect();
     host_addresses.sort();
 
-    let mut hooks = vec![hook(&pins, &config.uplink, Role::Uplink)];
-    hooks.push(hook(&pins, &config.shim.name, Role::Shim));
+    let mut hooks = vec![hook(&pins, &config.uplink, Role::Uplink, None)];
+    hooks.push(hook(&pins, &config.shim.name, Role::Shim, None));
+    hooks.push(hook(&pins, &config.shim.name, Role::ShimIn, None));
     let slots = tables.as_ref().map(|t| t.slots()).unwrap_or_default();
     let mut vms = Vec::new();
     for vm in &config.vms {
-        let state = match uplink {
-            Some(u) => observe::vm_link(vm, &links, u),
-            None => VmLinkState::Absent,
+        let theirs = match &vm.netns {
+            None => Ok(links.clone()),
+            Some(ns) => match Netlink::connect_in(ns) {
+                Ok(there) => there.links().await.map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            },
+        };
+        let state = match (uplink, theirs) {
+            (Some(u), Ok(theirs)) => observe::vm_link(vm, &theirs, u),
+            (Some(_), Err(e)) => VmLinkState::Unfit(format!("netns: {e:#}")),
+            (None, _) => VmLinkState::Absent,
         };
         let link = match &state {
             VmLinkState::Present(l) => Some(l.clone()),
             _ => None,
         };
         if let Some(l) = &link {
-            hooks.push(hook(&pins, &l.name, Role::Vm));
+            hooks.push(hook(&pins, &l.name, Role::Vm, vm.netns.as_deref()));
         }
+        let slot = slots.get(&name_key(&vm.name)).copied();
         let configured: BTreeSet<IpAddr> = vm.addresses.iter().copied().collect();
         let mut addresses: Vec<AddressRow> = entries
             .iter()
-            .filter(|(_, e)| {
-                e.kind != ENDPOINT_HOST && Some(e.ifindex) == link.as_ref().map(|l| l.index)
-            })
+            .filter(|(_, e)| e.kind == ENDPOINT_VM && link.is_some() && Some(e.vm) == slot)
             .map(|(a, _)| AddressRow {
                 address: *a,
                 source: if configured.contains(a) {
@@ -164,8 +173,8 @@ pub async fn collect(config: &Config, nl: &Netlink) -> Result<Report> {
             })
             .collect();
         addresses.sort_by_key(|a| a.address);
-        let counters = match (&tables, slots.get(&name_key(&vm.name))) {
-            (Some(t), Some(slot)) => vm_traffic(t.vm_counters(*slot)),
+        let counters = match (&tables, slot) {
+            (Some(t), Some(slot)) => vm_traffic(t.vm_counters(slot)),
             _ => VmTraffic::default(),
         };
         vms.push(VmRow {
@@ -223,9 +232,12 @@ pub async fn collect(config: &Config, nl: &Netlink) -> Result<Report> {
     })
 }
 
-fn hook(pins: &PinDir, ifname: &str, role: Role) -> Hook {
-    let pinned = pins.hook(role.name(), ifname).exists();
-    let (attached, problem) = match datapath::attached_programs(ifname) {
+fn hook(pins: &PinDir, ifname: &str, role: Role, netns: Option<&str>) -> Hook {
+    let key = observe::hook_key(netns, ifname);
+    let pinned = pins.hook(role.name(), &key).exists();
+    let query = InNetns::run(netns, || datapath::attached_programs(ifname, role));
+    let query = query.map_err(|e| e.to_string()).and_then(|r| r);
+    let (attached, problem) = match query {
         Ok(progs) => {
             let ours = progs.iter().any(|(_, name)| name == role.program());
             (ours, (!ours).then(|| "not attached".to_owned()))
@@ -233,7 +245,7 @@ fn hook(pins: &PinDir, ifname: &str, role: Role) -> Hook {
         Err(e) => (false, Some(e)),
     };
     Hook {
-        interface: ifname.to_owned(),
+        interface: key,
         role: role.name(),
         program: role.program(),
         attached,

@@ -80,6 +80,7 @@ impl Bench {
                     addresses: v.addresses.to_vec(),
                     slot: v.slot,
                     learns: v.learns,
+                    bridged: false,
                 })
             })
             .collect::<Result<_>>()?;

@@ -57,6 +57,10 @@ pub struct VmSpec {
     /// True: mvbridge creates the macvtap (`create = true`); false: the
     /// lab creates it first, as libvirt does, and mvbridge adopts it.
     pub created_by_mvbridge: bool,
+    /// A kernel guest: a macvlan moved into the guest's namespace, whose
+    /// own stack is the guest (no tap, no emulator). mvbridge reaches it
+    /// through the shim (`netns` in its config).
+    pub kernel: bool,
 }
 
 pub fn seed_vms() -> Vec<VmSpec> {
@@ -70,6 +74,7 @@ pub fn seed_vms() -> Vec<VmSpec> {
             addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x161),
             prefix6: 64,
             created_by_mvbridge: false,
+            kernel: false,
         },
         VmSpec {
             key: "b",
@@ -80,6 +85,7 @@ pub fn seed_vms() -> Vec<VmSpec> {
             addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x162),
             prefix6: 64,
             created_by_mvbridge: true,
+            kernel: false,
         },
         VmSpec {
             key: "c",
@@ -90,6 +96,7 @@ pub fn seed_vms() -> Vec<VmSpec> {
             addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x163),
             prefix6: 128,
             created_by_mvbridge: false,
+            kernel: false,
         },
     ]
 }
@@ -271,6 +278,41 @@ impl Lab {
         Ok(())
     }
 
+    /// Adds a kernel guest: a bridge-mode macvlan on the uplink, moved into
+    /// a namespace of its own and named eth0 there, configured as `spec`
+    /// says (its `interface` becomes "eth0").
+    pub fn add_kernel_guest(&mut self, mut spec: VmSpec) -> Result<()> {
+        spec.kernel = true;
+        spec.interface = "eth0".into();
+        let ns = Netns::new(&format!("{}-vm-{}", self.id, spec.key))?;
+        for key in ["all", "default"] {
+            ns.sysctl(&format!("net.ipv6.conf.{key}.accept_dad"), "0")?;
+        }
+        let tmp = format!("kvm-{}", spec.key);
+        self.host.ipw(&format!(
+            "link add link {UPLINK} name {tmp} address {} type macvlan mode bridge",
+            spec.mac
+        ))?;
+        self.host
+            .ipw(&format!("link set {tmp} netns {}", ns.name))?;
+        ns.ipw(&format!("link set {tmp} name eth0"))?;
+        ns.ipw("link set eth0 up")?;
+        ns.ipw(&format!("addr add {}/{} dev eth0", spec.addr, spec.prefix))?;
+        ns.ipw(&format!(
+            "addr add {}/{} dev eth0",
+            spec.addr6, spec.prefix6
+        ))?;
+        if spec.prefix == 32 {
+            ns.ipw("route add default via 203.0.113.129 dev eth0 onlink")?;
+        } else {
+            ns.ipw("route add default via 203.0.113.129")?;
+        }
+        ns.ipw("-6 route add default via fe80::1 dev eth0")?;
+        self.specs.push(spec);
+        self.guest_ns.push(ns);
+        Ok(())
+    }
+
     /// What libvirt does when a VM stops: the emulator goes, then the
     /// macvtap is deleted.
     pub fn libvirt_stop(&mut self, key: &str) -> Result<()> {
@@ -358,6 +400,9 @@ impl Lab {
             ));
             if s.created_by_mvbridge {
                 c.push_str(&format!("create = true\nmac = \"{}\"\n", s.mac));
+            }
+            if s.kernel {
+                c.push_str(&format!("netns = \"{}-vm-{}\"\n", self.id, s.key));
             }
         }
         c

@@ -34,6 +34,15 @@ impl Lab {
         }
     }
 
+    /// The VMs that are up: emulated guests and kernel guests.
+    pub fn running_vms(&self) -> Vec<String> {
+        self.specs
+            .iter()
+            .filter(|s| s.kernel || self.guests.iter().any(|g| g.key == s.key))
+            .map(|s| s.key.to_string())
+            .collect()
+    }
+
     /// The IPv6 address of a named endpoint (the NAT VM has no public one).
     pub fn endpoint6(&self, name: &str) -> (&Netns, Ipv6Addr) {
         match name {
@@ -52,7 +61,7 @@ impl Lab {
     /// Local pairs for one family: over IPv6 the NAT VM has no public
     /// address (libvirt's default network does not NAT IPv6).
     pub fn local_pairs_of(&self, family: Family) -> Vec<(String, String)> {
-        let vms: Vec<String> = self.guests.iter().map(|g| g.key.to_string()).collect();
+        let vms = self.running_vms();
         let mut pairs = Vec::new();
         for vm in &vms {
             pairs.push(("host".to_string(), vm.clone()));
@@ -83,8 +92,8 @@ impl Lab {
             .iter()
             .map(|f| (f.to_string(), "inet".to_string()))
             .collect();
-        for g in &self.guests {
-            pairs.push((g.key.to_string(), "inet".to_string()));
+        for vm in self.running_vms() {
+            pairs.push((vm, "inet".to_string()));
         }
         pairs
     }

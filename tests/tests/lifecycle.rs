@@ -46,6 +46,7 @@ fn sigterm_removes_everything_mvbridge_created() {
     for hook in [
         "enp9s0 egress mvb_uplink",
         "mvb0 egress mvb_shim",
+        "mvb0 ingress mvb_shim_in",
         "macvtap0 egress mvb_vm",
         "mvt-web egress mvb_vm",
         "macvtap2 egress mvb_vm",
@@ -106,7 +107,7 @@ fn the_datapath_survives_a_crash_and_down_removes_it() {
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
-        report.contains("removed 5 hooks") && report.contains("mvb0") && report.contains("mvt-web"),
+        report.contains("removed 6 hooks") && report.contains("mvb0") && report.contains("mvt-web"),
         "{report}"
     );
 

@@ -319,7 +319,7 @@ fn a_restart_with_keep_loses_no_packet() {
     let hooks = HostState::capture(&lab.host, &lab.bpffs()).unwrap().tcx;
     assert_eq!(
         hooks.len(),
-        5,
+        6,
         "one program per hook, no duplicates: {hooks:?}"
     );
     drop(next);
@@ -363,7 +363,7 @@ fn after_sigkill_the_datapath_forwards_and_the_next_start_adopts_it() {
     let (attached, _) = daemon::status(&lab.host, &path).unwrap();
     assert!(attached);
     let hooks = HostState::capture(&lab.host, &lab.bpffs()).unwrap().tcx;
-    assert_eq!(hooks.len(), 5, "{hooks:?}");
+    assert_eq!(hooks.len(), 6, "{hooks:?}");
 }
 
 #[test]

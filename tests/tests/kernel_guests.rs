@@ -1,0 +1,118 @@
+//! Kernel guests and containers: a macvlan on the uplink moved into a
+//! namespace of its own (`netns` in the config). No ifindex of the host's
+//! reaches them, so mvbridge goes through the shim: host -> guest leaves
+//! the shim into the macvlan bridge, guest -> host is re-addressed to the
+//! shim and relayed into the uplink's ingress. Needs root.
+
+use mvbridge_tests::daemon::{self, Daemon};
+use mvbridge_tests::lab::{HOST, HOST6, Lab, SHIM, UPLINK, VmSpec, WIRE};
+use mvbridge_tests::matrix::{Family, render};
+use mvbridge_tests::traffic::{connect, listen, ping};
+use mvbridge_tests::wire::WireTap;
+
+fn kernel(key: &'static str, mac: &'static str, last: u8, prefix: u8, prefix6: u8) -> VmSpec {
+    VmSpec {
+        key,
+        interface: "eth0".into(),
+        mac,
+        addr: std::net::Ipv4Addr::new(203, 0, 113, last),
+        prefix,
+        addr6: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100 + u16::from(last)),
+        prefix6,
+        created_by_mvbridge: false,
+        kernel: true,
+    }
+}
+
+fn lab_with_kernel_guests() -> Lab {
+    let mut lab = Lab::seed().unwrap();
+    lab.add_kernel_guest(kernel("k", "52:54:00:00:00:d4", 164, 26, 64))
+        .unwrap();
+    lab.add_kernel_guest(kernel("j", "52:54:00:00:00:d6", 166, 32, 128))
+        .unwrap();
+    lab
+}
+
+#[test]
+fn kernel_guests_are_reached_through_the_shim_and_nothing_leaks() {
+    let mut lab = lab_with_kernel_guests();
+    let before = lab.probe(&[("host".into(), "k".into()), ("k".into(), "host".into())]);
+    assert!(
+        before.iter().all(|p| !p.ok),
+        "kernel guest k reached the host without mvbridge:\n{}",
+        render(&before)
+    );
+
+    let path = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
+    let daemon = Daemon::start(&lab.host, &path).unwrap();
+    lab.start_guest("b").unwrap();
+    let tap = WireTap::start(&lab.gw, WIRE).unwrap();
+    let v4 = lab.probe_of(Family::V4, &lab.local_pairs_of(Family::V4));
+    let v6 = lab.probe_of(Family::V6, &lab.local_pairs_of(Family::V6));
+    let frames = tap.stop().unwrap();
+    assert!(
+        v4.iter().all(|p| p.ok),
+        "IPv4 with kernel guests:\n{}",
+        render(&v4)
+    );
+    assert!(
+        v6.iter().all(|p| p.ok),
+        "IPv6 with kernel guests:\n{}",
+        render(&v6)
+    );
+    let shim = lab.host_mac(SHIM).unwrap();
+    let leaked = lab.local_frames(&frames, Some(shim));
+    assert!(leaked.is_empty(), "local frames on the wire: {leaked:#?}");
+    let internet = lab.probe(&lab.internet_pairs());
+    assert!(internet.iter().all(|p| p.ok), "{}", render(&internet));
+
+    let (attached, status) = daemon::status(&lab.host, &path).unwrap();
+    assert!(attached, "{status}");
+    for name in ["k", "j"] {
+        let row = status["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap();
+        assert_eq!(row["state"], "live", "{row}");
+        assert_eq!(row["addresses"].as_array().unwrap().len(), 2, "{row}");
+        assert!(
+            row["counters"]["from_host"]["packets"].as_u64().unwrap() > 0,
+            "{row}"
+        );
+    }
+    drop(daemon);
+}
+
+#[test]
+fn the_uplink_firewall_applies_to_kernel_guests_too() {
+    let lab = lab_with_kernel_guests();
+    let path = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
+    let _daemon = Daemon::start(&lab.host, &path).unwrap();
+    let _ssh = listen(&lab.host, HOST, 22, b"ssh").unwrap();
+    let _web = listen(&lab.host, HOST, 8080, b"web").unwrap();
+    lab.host
+        .runw(&format!(
+            "iptables -A INPUT -i {UPLINK} -p tcp --dport 22 -j DROP"
+        ))
+        .unwrap();
+    for vm in ["k", "j"] {
+        assert_eq!(
+            connect(lab.guest(vm), HOST, 8080).as_deref(),
+            Some(&b"web"[..]),
+            "{vm} -> :8080"
+        );
+        assert_eq!(
+            connect(lab.guest(vm), HOST, 22),
+            None,
+            "{vm} got through to :22"
+        );
+    }
+    // Routing through the host stays refused.
+    let k = lab.guest("k");
+    k.ipw("route add 192.168.122.0/24 via 203.0.113.157")
+        .unwrap();
+    assert!(!ping(k, mvbridge_tests::lab::NAT_VM));
+    assert!(ping(k, HOST) && ping(k, HOST6));
+}
