@@ -54,6 +54,14 @@ pub fn mvb_shim_in(ctx: TcContext) -> i32 {
     act::apply(&ctx, Decision::just(verdict), 0)
 }
 
+/// Does nothing. Never attached by the daemon: `cargo xtask bench`
+/// measures it, attached or run the same way, as the baseline that the
+/// per-packet cost of the real programs is given against.
+#[classifier]
+pub fn mvb_empty(_ctx: TcContext) -> i32 {
+    act::PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

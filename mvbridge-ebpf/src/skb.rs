@@ -9,8 +9,11 @@ use mvbridge_common::{
 
 use crate::maps::{MVB_LINKS, MVB_LOCAL4, MVB_LOCAL6, MVB_MACS, MVB_SETTINGS};
 
-/// Packet bytes through `bpf_skb_load_bytes`: it copies to the stack, works
-/// on non-linear skbs and bounds-checks against the skb for us.
+/// Packet bytes: straight from the linear head when the bytes are there
+/// (direct packet access, bounds-checked against `data_end` where the
+/// verifier sees it), else through `bpf_skb_load_bytes`, which also reads
+/// non-linear skbs. Headers are nearly always in the head; the helper is
+/// the slow path.
 pub struct Packet<'a>(pub &'a TcContext);
 
 impl Frame for Packet<'_> {
@@ -21,6 +24,13 @@ impl Frame for Packet<'_> {
 
     #[inline(always)]
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + offset + N <= end {
+            // SAFETY: the N bytes at `offset` lie before `data_end`, checked
+            // just above on the packet pointers themselves.
+            return Some(unsafe { ((start + offset) as *const [u8; N]).read_unaligned() });
+        }
         self.0.load::<[u8; N]>(offset).ok()
     }
 }

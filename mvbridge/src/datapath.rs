@@ -197,7 +197,11 @@ impl Datapath {
         } else {
             0
         };
+        // No kernel BTF: the programs use no CO-RE relocations, and parsing
+        // /sys/kernel/btf/vmlinux would cost most of the start-up time and
+        // memory.
         let mut ebpf = EbpfLoader::new()
+            .btf(None)
             .default_map_pin_directory(&pins.dir)
             .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
@@ -220,6 +224,21 @@ impl Datapath {
             .ok_or_else(|| format!("program {} missing", role.program()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| explain(&e))
+    }
+
+    /// The do-nothing program the benchmark measures as its baseline,
+    /// loaded on first use.
+    pub fn baseline(&mut self) -> Result<&mut SchedClassifier, String> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut("mvb_empty")
+            .ok_or("program mvb_empty missing")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| explain(&e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| explain(&e))?;
+        }
+        Ok(prog)
     }
 
     /// The kernel's id of `role`'s program (as TCX queries report it).

@@ -133,6 +133,66 @@ impl Bench {
         Ok((result.return_value as i32, out))
     }
 
+    /// Runs `frame` through `role`'s program (or the do-nothing baseline
+    /// when `role` is `None`) `repeat` times in the kernel; the kernel's
+    /// average time per run.
+    pub fn time(
+        &mut self,
+        role: Option<Role>,
+        ifname: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<std::time::Duration> {
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&self.ifindex(ifname).to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = match role {
+            Some(r) => self.datapath.program(r),
+            None => self.datapath.baseline(),
+        }
+        .map_err(anyhow::Error::msg)?;
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(|e| anyhow!("timed test run: {}", mvbridge::errno::chain(&e)))?;
+        Ok(result.duration)
+    }
+
+    /// Replaces the tables with `host` addresses on the uplink and `vms`.
+    pub fn fill(&mut self, uplink: &str, vms: &[BenchVm<'_>]) -> Result<()> {
+        let shim = Link {
+            index: 0,
+            name: "shim".into(),
+            mac: Some([0x02, 0, 0, 0, 0, 0x0f]),
+            kind: None,
+            lower: None,
+            macvlan_mode: None,
+            alias: None,
+            up: false,
+        };
+        let entries: Vec<VmEntry<'_>> = vms
+            .iter()
+            .map(|v| {
+                Ok(VmEntry {
+                    link: self.links.get(v.interface).context("no such VM link")?,
+                    addresses: v.addresses.to_vec(),
+                    slot: v.slot,
+                    learns: v.learns,
+                    bridged: false,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let host: Vec<IpAddr> = vec!["203.0.113.157".parse()?];
+        let desired = Desired::new(&self.links[uplink], &shim, &host, &entries);
+        self.tables.sync(&desired).map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
     pub fn path_packets(&self, path: StatPath, proto: Proto) -> u64 {
         self.tables
             .path_counters()

@@ -258,9 +258,15 @@ impl Lab {
     /// Starts the emulator for VM `key` on its macvtap (which must exist)
     /// and configures the guest's stack as its stock config would.
     pub fn start_guest(&mut self, key: &str) -> Result<()> {
+        self.start_guest_with(key, false)
+    }
+
+    /// `start_guest`, with virtio-net headers and offloads (TSO, checksum)
+    /// on both ends when `vnet_hdr`, as qemu runs a VM.
+    pub fn start_guest_with(&mut self, key: &str, vnet_hdr: bool) -> Result<()> {
         let spec = self.spec(key).clone();
         let ns = self.guest(key);
-        let guest = Guest::start(&self.host, &spec, ns, &self.dir)?;
+        let guest = Guest::start_with(&self.host, &spec, ns, &self.dir, vnet_hdr)?;
         ns.ipw(&format!("link set eth0 address {} up", spec.mac))?;
         ns.ipw(&format!("addr add {}/{} dev eth0", spec.addr, spec.prefix))?;
         ns.ipw(&format!(

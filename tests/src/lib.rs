@@ -2,6 +2,7 @@
 //! namespaces, plus the tools to drive and observe it. Used by the
 //! integration tests and by `cargo xtask demo`.
 
+pub mod bench;
 pub mod bins;
 pub mod bpfrun;
 pub mod daemon;

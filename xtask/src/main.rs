@@ -32,6 +32,13 @@ enum Cmd {
     Demo,
     /// rustfmt and clippy (-D warnings) on the host crates.
     Lint,
+    /// Every way to connect host and VMs, measured side by side (about 8
+    /// minutes); writes target/bench/ and BENCHMARKS.md.
+    Bench {
+        /// One short trial of everything (what the test suite runs).
+        #[arg(long)]
+        smoke: bool,
+    },
     /// The soak test for longer than the test suite's 20 s.
     Soak {
         #[arg(long, default_value_t = 5)]
@@ -55,6 +62,7 @@ fn main() -> Result<()> {
         Cmd::Lint => lint(),
         Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
         Cmd::Soak { minutes } => soak(minutes),
+        Cmd::Bench { smoke } => bench(smoke),
     }
 }
 
@@ -112,12 +120,13 @@ fn require_root(what: &str) -> Result<()> {
 }
 
 /// The lab's outside tools, with the Debian package that has each.
-const LAB_TOOLS: [(&str, &str); 5] = [
+const LAB_TOOLS: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("tc", "iproute2"),
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("iptables", "iptables"),
+    ("iperf3", "iperf3"),
 ];
 
 fn require_tools() -> Result<()> {
@@ -225,4 +234,21 @@ fn soak(minutes: u64) -> Result<()> {
             "--",
             "--nocapture",
         ]))
+}
+
+fn bench(smoke: bool) -> Result<()> {
+    require_root("the benchmark")?;
+    require_tools()?;
+    if !on_path("iperf3") {
+        bail!("the benchmark needs iperf3: apt-get install iperf3");
+    }
+    build(true)?;
+    let mut cmd = Command::new(workspace().join("target/release/mvb-bench"));
+    cmd.args(["--out", "target/bench"]);
+    if smoke {
+        cmd.arg("--smoke");
+    } else {
+        cmd.args(["--markdown", "BENCHMARKS.md"]);
+    }
+    run(&mut cmd)
 }
