@@ -816,6 +816,10 @@ fn markdown(r: &Value) -> String {
         s,
         "\nRaw data: `target/bench/bench.json`; chart: `target/bench/bench.svg`."
     );
+    // The hand-written reading of the goals not met goes with every run.
+    if let Ok(analysis) = std::fs::read_to_string("docs/bench-analysis.md") {
+        let _ = writeln!(s, "\n{analysis}");
+    }
     s
 }
 
