@@ -27,6 +27,8 @@ pub struct Bench {
     datapath: Datapath,
     pub tables: Tables,
     pub links: BTreeMap<String, Link>,
+    /// The host's addresses, as read from the uplink.
+    host: Vec<IpAddr>,
 }
 
 /// A VM for the bench's tables: its macvtap's name, slot, addresses and
@@ -61,37 +63,15 @@ impl Bench {
             links.into_iter().map(|l| (l.name.clone(), l)).collect();
         let datapath = Datapath::load(&pins, false)?;
         Tables::create_slots(&pins).map_err(anyhow::Error::msg)?;
-        let mut tables = Tables::open(&pins).map_err(anyhow::Error::msg)?;
-        let shim = Link {
-            index: 0,
-            name: "shim".into(),
-            mac: Some([0x02, 0, 0, 0, 0, 0x0f]),
-            kind: None,
-            lower: None,
-            macvlan_mode: None,
-            alias: None,
-            up: false,
-        };
-        let entries: Vec<VmEntry<'_>> = vms
-            .iter()
-            .map(|v| {
-                Ok(VmEntry {
-                    link: links.get(v.interface).context("no such VM link")?,
-                    addresses: v.addresses.to_vec(),
-                    slot: v.slot,
-                    learns: v.learns,
-                    bridged: false,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let desired = Desired::new(&links[uplink], &shim, &host, &entries);
-        tables.sync(&desired).map_err(anyhow::Error::msg)?;
-        drop(entries);
-        Ok(Bench {
+        let tables = Tables::open(&pins).map_err(anyhow::Error::msg)?;
+        let mut bench = Bench {
             datapath,
             tables,
             links,
-        })
+            host,
+        };
+        bench.fill(uplink, vms)?;
+        Ok(bench)
     }
 
     /// The ring the programs report learnable addresses on.
@@ -187,8 +167,7 @@ impl Bench {
                 })
             })
             .collect::<Result<_>>()?;
-        let host: Vec<IpAddr> = vec!["203.0.113.157".parse()?];
-        let desired = Desired::new(&self.links[uplink], &shim, &host, &entries);
+        let desired = Desired::new(&self.links[uplink], &shim, &self.host, &entries);
         self.tables.sync(&desired).map_err(anyhow::Error::msg)?;
         Ok(())
     }

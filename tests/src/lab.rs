@@ -267,18 +267,8 @@ impl Lab {
         let spec = self.spec(key).clone();
         let ns = self.guest(key);
         let guest = Guest::start_with(&self.host, &spec, ns, &self.dir, vnet_hdr)?;
-        ns.ipw(&format!("link set eth0 address {} up", spec.mac))?;
-        ns.ipw(&format!("addr add {}/{} dev eth0", spec.addr, spec.prefix))?;
-        ns.ipw(&format!(
-            "addr add {}/{} dev eth0",
-            spec.addr6, spec.prefix6
-        ))?;
-        if spec.prefix == 32 {
-            ns.ipw("route add default via 203.0.113.129 dev eth0 onlink")?;
-        } else {
-            ns.ipw("route add default via 203.0.113.129")?;
-        }
-        ns.ipw("-6 route add default via fe80::1 dev eth0")?;
+        ns.ipw(&format!("link set eth0 address {}", spec.mac))?;
+        stock_config(ns, &spec)?;
         self.guests.retain(|g| g.key != key);
         self.guests.push(guest);
         Ok(())
@@ -302,18 +292,7 @@ impl Lab {
         self.host
             .ipw(&format!("link set {tmp} netns {}", ns.name))?;
         ns.ipw(&format!("link set {tmp} name eth0"))?;
-        ns.ipw("link set eth0 up")?;
-        ns.ipw(&format!("addr add {}/{} dev eth0", spec.addr, spec.prefix))?;
-        ns.ipw(&format!(
-            "addr add {}/{} dev eth0",
-            spec.addr6, spec.prefix6
-        ))?;
-        if spec.prefix == 32 {
-            ns.ipw("route add default via 203.0.113.129 dev eth0 onlink")?;
-        } else {
-            ns.ipw("route add default via 203.0.113.129")?;
-        }
-        ns.ipw("-6 route add default via fe80::1 dev eth0")?;
+        stock_config(&ns, &spec)?;
         self.specs.push(spec);
         self.guest_ns.push(ns);
         Ok(())
@@ -430,6 +409,25 @@ impl Drop for Lab {
         self.guest_ns.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A guest's stock network config, as its installer wrote it: eth0 up with
+/// its addresses, the default route via the gateway (on-link for a /32),
+/// IPv6 via fe80::1.
+fn stock_config(ns: &Netns, spec: &VmSpec) -> Result<()> {
+    ns.ipw("link set eth0 up")?;
+    ns.ipw(&format!("addr add {}/{} dev eth0", spec.addr, spec.prefix))?;
+    ns.ipw(&format!(
+        "addr add {}/{} dev eth0",
+        spec.addr6, spec.prefix6
+    ))?;
+    if spec.prefix == 32 {
+        ns.ipw("route add default via 203.0.113.129 dev eth0 onlink")?;
+    } else {
+        ns.ipw("route add default via 203.0.113.129")?;
+    }
+    ns.ipw("-6 route add default via fe80::1 dev eth0")?;
+    Ok(())
 }
 
 fn unmount_tree(dir: &std::path::Path) {

@@ -10,6 +10,7 @@ pub mod guest;
 pub mod lab;
 pub mod matrix;
 pub mod netns;
+pub mod sandbox;
 pub mod sh;
 pub mod state;
 pub mod tap;

@@ -255,58 +255,7 @@ fn without_root_or_bpf_nothing_happens() {
     let mut cmd = lab.host.command(mvbridge.to_str().unwrap()).unwrap();
     cmd.args(["run", "--config", &cfg]);
     // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
-    unsafe { cmd.pre_exec(deny_bpf_syscall) };
+    unsafe { cmd.pre_exec(mvbridge_tests::sandbox::refuse_bpf(None, libc::ENOSYS)) };
     let out = cmd.output().unwrap();
     check_refusal(&lab, &before, &out, "no BPF support");
-}
-
-/// Installs a seccomp filter under which bpf(2) fails with ENOSYS.
-fn deny_bpf_syscall() -> std::io::Result<()> {
-    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    let filter = [
-        // A = seccomp_data.nr
-        libc::sock_filter {
-            code: 0x20,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        // if A == __NR_bpf goto deny else goto allow
-        libc::sock_filter {
-            code: 0x15,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_bpf as u32,
-        },
-        libc::sock_filter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
-        },
-        libc::sock_filter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: SECCOMP_RET_ALLOW,
-        },
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: prctl with a valid filter program that outlives the call.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &prog as *const _,
-            ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

@@ -56,7 +56,7 @@ fn the_benchmark_runs_end_to_end() {
             .unwrap()
             > 0.0
     );
-    assert_eq!(report["goals"].as_array().unwrap().len(), 15);
+    assert_eq!(report["goals"].as_array().unwrap().len(), 14);
     assert!(
         std::fs::read_to_string(out_dir.join("bench.svg"))
             .unwrap()

@@ -14,41 +14,6 @@ use mvbridge_tests::traffic::ping;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_PROG_LOAD: u32 = 5;
 
-/// A seccomp filter under which bpf(`cmd`, ...) fails with EPERM: the
-/// kernel refusing that one operation.
-fn refuse_bpf_cmd(cmd: u32) -> impl FnMut() -> std::io::Result<()> {
-    move || {
-        const ALLOW: u32 = 0x7fff_0000;
-        const ERRNO: u32 = 0x0005_0000;
-        let f = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-        let filter = [
-            f(0x20, 0, 0, 0),                          // A = nr
-            f(0x15, 0, 3, libc::SYS_bpf as u32),       // bpf? else allow
-            f(0x20, 0, 0, 16),                         // A = args[0] (low word)
-            f(0x15, 0, 1, cmd),                        // cmd? else allow
-            f(0x06, 0, 0, ERRNO | libc::EPERM as u32), // refuse
-            f(0x06, 0, 0, ALLOW),
-        ];
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut _,
-        };
-        // SAFETY: prctl with a filter that outlives the call.
-        unsafe {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(
-                    libc::PR_SET_SECCOMP,
-                    libc::SECCOMP_MODE_FILTER,
-                    &prog as *const _,
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
-}
-
 fn run_refused(lab: &Lab, cmd: u32, expect: &str) {
     let path = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
     let before = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
@@ -58,7 +23,7 @@ fn run_refused(lab: &Lab, cmd: u32, expect: &str) {
         .unwrap();
     run.args(["run", "--config", &path.display().to_string()]);
     // SAFETY: only prctl between fork and exec.
-    unsafe { run.pre_exec(refuse_bpf_cmd(cmd)) };
+    unsafe { run.pre_exec(mvbridge_tests::sandbox::refuse_bpf(Some(cmd), libc::EPERM)) };
     let out = run.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

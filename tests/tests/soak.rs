@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mvbridge::bpffs::PinDir;
 use mvbridge::tables::Tables;
-use mvbridge_tests::daemon::{self, Daemon};
+use mvbridge_tests::daemon::{self, Daemon, rss_kib};
 use mvbridge_tests::lab::{HOST, HOST6, Lab};
 use mvbridge_tests::traffic::{Flood, ping};
 
@@ -23,16 +23,6 @@ fn soak_seconds() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A TCP stream from `from` to a sink in `to_ns`: a counting byte

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use mvbridge::datapath::Role;
 use mvbridge_tests::bench::{self, HOST_ADDR, INET_ADDR, World, cpu_busy, iperf, ping_pong};
 use mvbridge_tests::bpfrun::{Bench, BenchVm};
-use mvbridge_tests::daemon::{Daemon, log_field};
+use mvbridge_tests::daemon::{Daemon, log_field, rss_kib};
 use mvbridge_tests::lab::{HOST, Lab, UPLINK, seed_vms};
 use serde_json::{Value, json};
 
@@ -336,16 +336,6 @@ fn per_packet_cost(smoke: bool) -> Result<Value> {
         Ok(out)
     })??;
     Ok(v)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 fn control_plane(smoke: bool) -> Result<Value> {
