@@ -233,3 +233,13 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// A VM's row in a status report.
+pub fn vm_row<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["vms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no VM {name} in {status}"))
+}

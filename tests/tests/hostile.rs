@@ -107,12 +107,7 @@ fn a_vm_cannot_take_over_anyone_elses_address() {
     assert!(drops_of(&lab, &path, "spoofed-address") >= 4);
     assert!(drops_of(&lab, &path, "spoofed-mac") >= 1);
     let (_, status) = daemon::status(&lab.host, &path).unwrap();
-    let vm_a = status["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "a")
-        .unwrap();
+    let vm_a = daemon::vm_row(&status, "a");
     assert!(vm_a["counters"]["dropped"].as_u64().unwrap() >= 5, "{vm_a}");
     let _ = cmac;
 }

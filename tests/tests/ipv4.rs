@@ -302,12 +302,7 @@ fn status_reports_the_datapath_and_its_counters() {
     for hook in before["hooks"].as_array().unwrap() {
         assert_eq!(hook["attached"], true, "{hook}");
     }
-    let vm_b = before["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "b")
-        .unwrap();
+    let vm_b = daemon::vm_row(&before, "b");
     assert_eq!(vm_b["addresses"][0]["address"], "203.0.113.162");
     assert_eq!(vm_b["addresses"][0]["source"], "config");
     assert_eq!(vm_b["state"], "live");

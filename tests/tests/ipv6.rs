@@ -244,12 +244,7 @@ fn status_shows_ipv6_entries() {
         hosts.contains(&HOST6.to_string()) && hosts.contains(&host_ll.to_string()),
         "{hosts:?}"
     );
-    let vm_c = status["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "c")
-        .unwrap();
+    let vm_c = daemon::vm_row(&status, "c");
     assert!(
         vm_c["addresses"]
             .as_array()

@@ -69,12 +69,7 @@ fn kernel_guests_are_reached_through_the_shim_and_nothing_leaks() {
     let (attached, status) = daemon::status(&lab.host, &path).unwrap();
     assert!(attached, "{status}");
     for name in ["k", "j"] {
-        let row = status["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap();
+        let row = daemon::vm_row(&status, name);
         assert_eq!(row["state"], "live", "{row}");
         assert_eq!(row["addresses"].as_array().unwrap().len(), 2, "{row}");
         assert!(

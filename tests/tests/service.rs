@@ -53,13 +53,7 @@ fn a_vm_libvirt_restarts_under_another_name_goes_live_again() {
         .wait_for_log(&["vm gone", "vm=a"], 5 * SECOND)
         .unwrap();
     let (_, status) = daemon::status(&lab.host, &path).unwrap();
-    let row = status["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "a")
-        .unwrap()
-        .clone();
+    let row = daemon::vm_row(&status, "a").clone();
     assert_eq!(row["state"], "absent", "{row}");
     assert!(
         row["addresses"].as_array().unwrap().is_empty(),
@@ -226,12 +220,7 @@ fn sighup_applies_a_good_config_without_a_gap_and_keeps_the_old_one_on_a_bad_one
         "VM c lost packets across the reload: {result:?}"
     );
     let (_, status) = daemon::status(&lab.host, &path).unwrap();
-    let vm_a = status["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "a")
-        .unwrap();
+    let vm_a = daemon::vm_row(&status, "a");
     assert!(
         vm_a["addresses"]
             .as_array()
@@ -405,12 +394,7 @@ fn the_metrics_endpoint_serves_what_status_reports() {
         );
         assert!(m > 0, "{path} {proto} did not move");
     }
-    let vm_a = status["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "a")
-        .unwrap();
+    let vm_a = daemon::vm_row(&status, "a");
     let from_host = value("mvbridge_vm_packets_total{vm=\"a\",direction=\"from_host\"}");
     assert_eq!(
         from_host,
@@ -463,12 +447,7 @@ fn addresses_are_learnt_inside_allowed_prefixes_only() {
     let c = lab.guest("c");
     let c_addr = lab.spec("c").addr;
     let learnt = |status: &serde_json::Value| -> usize {
-        status["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == "c")
-            .unwrap()["addresses"]
+        daemon::vm_row(status, "c")["addresses"]
             .as_array()
             .unwrap()
             .len()
@@ -497,12 +476,7 @@ fn addresses_are_learnt_inside_allowed_prefixes_only() {
         ping(c, HOST6)
     });
     let (_, status) = daemon::status(&lab.host, &path).unwrap();
-    let row = status["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "c")
-        .unwrap();
+    let row = daemon::vm_row(&status, "c");
     let sources: Vec<String> = row["addresses"]
         .as_array()
         .unwrap()
