@@ -105,6 +105,9 @@ impl Reconciler {
                 .with_context(|| format!("reading the id of {}", role.program()))?;
             prog_ids.insert(role, id);
         }
+        // An adopted datapath still holds what the previous daemon learnt:
+        // take it back, or the first pass would forget it.
+        let learnt = recover_learnt(&config, &tables);
         let mut r = Reconciler {
             config,
             nl,
@@ -113,7 +116,7 @@ impl Reconciler {
             tables,
             prog_ids,
             hooked: HashMap::new(),
-            learnt: BTreeMap::new(),
+            learnt,
             vm_by_ifindex: HashMap::new(),
             host_addresses: Vec::new(),
             reported: HashSet::new(),
@@ -587,4 +590,34 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// The learnt addresses in the tables: a learning VM's entries (by its
+/// counter slot) that its config does not list but its prefixes allow.
+fn recover_learnt(config: &Config, tables: &Tables) -> BTreeMap<String, BTreeSet<IpAddr>> {
+    let slots = tables.slots();
+    let entries: Vec<(IpAddr, mvbridge_common::maps::Endpoint)> = tables
+        .local4()
+        .into_iter()
+        .map(|(k, e)| (IpAddr::from(Ipv4Addr::from(k)), e))
+        .chain(
+            tables
+                .local6()
+                .into_iter()
+                .map(|(k, e)| (IpAddr::from(Ipv6Addr::from(k)), e)),
+        )
+        .collect();
+    let mut out: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    for vm in config.vms.iter().filter(|v| !v.learn.is_empty()) {
+        let Some(slot) = slots.get(&crate::tables::name_key(&vm.name)) else {
+            continue;
+        };
+        for (addr, ep) in &entries {
+            let theirs = ep.kind == mvbridge_common::maps::ENDPOINT_VM && ep.vm == *slot;
+            if theirs && !vm.addresses.contains(addr) && vm.learn.iter().any(|p| p.contains(addr)) {
+                out.entry(vm.name.clone()).or_default().insert(*addr);
+            }
+        }
+    }
+    out
 }

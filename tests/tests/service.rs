@@ -642,3 +642,43 @@ fn the_shipped_unit_and_config_fit_this_binary() {
     assert!(err.contains("uplink \"enp9s0\" does not exist"), "{err}");
     assert!(!err.contains("Usage"), "{err}");
 }
+
+#[test]
+fn learnt_addresses_survive_a_restart() {
+    let mut lab = Lab::seed().unwrap();
+    let config = lab.config().replace(
+        "addresses = [\"203.0.113.163\", \"2001:db8:0:1::163\"]",
+        "learn = [\"203.0.113.160/28\"]",
+    );
+    let (mut daemon, path) = up_with(&mut lab, &config, &["--keep"]);
+    eventually("learning VM c's address", 5 * SECOND, || {
+        ping(lab.guest("c"), HOST)
+    });
+    daemon.stop_with(libc::SIGTERM).unwrap();
+    let next = Daemon::start_with(&lab.host, &path, &["--keep"], &[]).unwrap();
+    // No traffic from VM c since: the address is known from the tables.
+    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let row = daemon::vm_row(&status, "c");
+    assert!(
+        row["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["address"] == "203.0.113.163" && a["source"] == "learnt"),
+        "{row}"
+    );
+    let tap = mvbridge_tests::wire::WireTap::start(&lab.gw, mvbridge_tests::lab::WIRE).unwrap();
+    assert!(ping(&lab.host, lab.spec("c").addr));
+    let frames = tap.stop().unwrap();
+    assert!(
+        lab.local_frames(&frames, None).is_empty(),
+        "the learnt address was forgotten"
+    );
+    drop(next);
+    let out = daemon::mvbridge(
+        &lab.host,
+        &["down", "--config", &path.display().to_string()],
+    )
+    .unwrap();
+    assert!(out.status.success());
+}
