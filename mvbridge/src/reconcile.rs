@@ -596,17 +596,7 @@ impl Reconciler {
 /// counter slot) that its config does not list but its prefixes allow.
 fn recover_learnt(config: &Config, tables: &Tables) -> BTreeMap<String, BTreeSet<IpAddr>> {
     let slots = tables.slots();
-    let entries: Vec<(IpAddr, mvbridge_common::maps::Endpoint)> = tables
-        .local4()
-        .into_iter()
-        .map(|(k, e)| (IpAddr::from(Ipv4Addr::from(k)), e))
-        .chain(
-            tables
-                .local6()
-                .into_iter()
-                .map(|(k, e)| (IpAddr::from(Ipv6Addr::from(k)), e)),
-        )
-        .collect();
+    let entries = tables.entries();
     let mut out: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
     for vm in config.vms.iter().filter(|v| !v.learn.is_empty()) {
         let Some(slot) = slots.get(&crate::tables::name_key(&vm.name)) else {

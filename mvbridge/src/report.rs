@@ -3,7 +3,7 @@
 //! kernel (pins, TCX queries, netlink), never from the daemon's memory.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use anyhow::Result;
 use mvbridge_common::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, VmCounters};
@@ -113,19 +113,7 @@ pub async fn collect(config: &Config, nl: &Netlink) -> Result<Report> {
     let tables = Tables::open(&pins).ok();
 
     // Both address tables as one list of (address, endpoint).
-    let entries: Vec<(IpAddr, Endpoint)> = match &tables {
-        Some(t) => t
-            .local4()
-            .into_iter()
-            .map(|(k, e)| (IpAddr::from(Ipv4Addr::from(k)), e))
-            .chain(
-                t.local6()
-                    .into_iter()
-                    .map(|(k, e)| (IpAddr::from(Ipv6Addr::from(k)), e)),
-            )
-            .collect(),
-        None => Vec::new(),
-    };
+    let entries: Vec<(IpAddr, Endpoint)> = tables.as_ref().map(Tables::entries).unwrap_or_default();
     let mut host_addresses: Vec<IpAddr> = entries
         .iter()
         .filter(|(_, e)| e.kind == ENDPOINT_HOST)

@@ -123,6 +123,19 @@ impl Tables {
         ]
     }
 
+    /// Both address tables as one list.
+    pub fn entries(&self) -> Vec<(std::net::IpAddr, Endpoint)> {
+        self.local4()
+            .into_iter()
+            .map(|(k, e)| (Ipv4Addr::from(k).into(), e))
+            .chain(
+                self.local6()
+                    .into_iter()
+                    .map(|(k, e)| (Ipv6Addr::from(k).into(), e)),
+            )
+            .collect()
+    }
+
     pub fn local4(&self) -> Vec<(Ipv4Key, Endpoint)> {
         self.local4.iter().filter_map(Result::ok).collect()
     }
