@@ -11,6 +11,8 @@ use crate::sh;
 
 pub struct Netns {
     pub name: String,
+    /// Deleted on drop; false for a handle on somebody else's namespace.
+    owned: bool,
 }
 
 impl Netns {
@@ -18,6 +20,7 @@ impl Netns {
         sh::run(&["ip", "netns", "add", name])?;
         let ns = Netns {
             name: name.to_owned(),
+            owned: true,
         };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -106,8 +109,21 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A handle on a namespace someone else owns (another thread's lab):
+    /// dropping it leaves the namespace alone.
+    pub fn borrowed(name: &str) -> Netns {
+        Netns {
+            name: name.to_owned(),
+            owned: false,
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = sh::output(&["ip", "netns", "del", &self.name]);
+        if self.owned {
+            let _ = sh::output(&["ip", "netns", "del", &self.name]);
+        }
     }
 }

@@ -15,6 +15,17 @@ fn is_bpffs(path: &std::path::Path) -> bool {
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == 0xcafe_4a11 }
 }
 
+/// No link, qdisc, TC program, pin or loaded program of mvbridge's is
+/// left: the host is as `before` mvbridge ran.
+fn assert_nothing_left(lab: &Lab, before: &HostState) {
+    let after = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
+    assert_eq!(after.links, before.links);
+    assert_eq!(after.qdiscs, before.qdiscs);
+    assert_eq!(after.tcx, before.tcx);
+    assert!(after.pins.is_empty(), "pins left: {:?}", after.pins);
+    assert!(wait_programs_gone().is_empty(), "programs left loaded");
+}
+
 #[test]
 fn sigterm_removes_everything_mvbridge_created() {
     let mut lab = Lab::seed().unwrap();
@@ -70,12 +81,7 @@ fn sigterm_removes_everything_mvbridge_created() {
         "mvbridge exited with {status}:\n{}",
         daemon.log()
     );
-    let after = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
-    assert_eq!(after.links, before.links);
-    assert_eq!(after.qdiscs, before.qdiscs);
-    assert_eq!(after.tcx, before.tcx);
-    assert!(after.pins.is_empty(), "pins left: {:?}", after.pins);
-    assert!(wait_programs_gone().is_empty(), "programs left loaded");
+    assert_nothing_left(&lab, &before);
     // Back to the seed's broken state: the fix really is gone.
     assert!(!ping(&lab.host, lab.spec("a").addr));
 }
@@ -111,12 +117,7 @@ fn the_datapath_survives_a_crash_and_down_removes_it() {
         "{report}"
     );
 
-    let after = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
-    assert_eq!(after.links, before.links);
-    assert_eq!(after.qdiscs, before.qdiscs);
-    assert_eq!(after.tcx, before.tcx);
-    assert!(after.pins.is_empty(), "pins left: {:?}", after.pins);
-    assert!(wait_programs_gone().is_empty(), "programs left loaded");
+    assert_nothing_left(&lab, &before);
     let (attached, _) = daemon::status(&lab.host, &config).unwrap();
     assert!(!attached);
 

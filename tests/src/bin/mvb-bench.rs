@@ -186,10 +186,12 @@ fn main() -> Result<()> {
                     let addr = r.addr;
                     let s = secs + 1;
                     std::thread::spawn(move || {
-                        let ns = mvbridge_tests::netns::Netns { name: host };
-                        let v = iperf(&ns, addr, s, false);
-                        std::mem::forget(ns); // not ours to delete
-                        v
+                        iperf(
+                            &mvbridge_tests::netns::Netns::borrowed(&host),
+                            addr,
+                            s,
+                            false,
+                        )
                     })
                 };
                 std::thread::sleep(Duration::from_millis(300));
