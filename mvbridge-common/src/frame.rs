@@ -15,6 +15,14 @@ pub trait Frame {
 
     /// The `N` bytes at `offset`, or `None` when the frame is shorter.
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    /// `read` at an offset computed from the frame's own contents (behind
+    /// extension headers, among options). The programs copy these through
+    /// a helper: the verifier cannot follow a packet pointer moved by a
+    /// value it only knows a range of.
+    fn read_at<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.read(offset)
+    }
 }
 
 impl Frame for [u8] {

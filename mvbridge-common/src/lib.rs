@@ -8,6 +8,7 @@
 
 pub mod decide;
 pub mod frame;
+pub mod link_local;
 pub mod maps;
 pub mod parse;
 pub mod ratelimit;

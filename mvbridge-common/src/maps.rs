@@ -16,6 +16,10 @@ pub type Ipv6Key = [u8; 16];
 pub const ENDPOINT_HOST: u8 = 1;
 /// `Endpoint::kind` of a VM's address (reached on its macvtap).
 pub const ENDPOINT_VM: u8 = 2;
+/// `Endpoint::kind` of a neighbour on the wire the host relies on (its
+/// default routers, the neighbours it has resolved on the uplink): not
+/// local, but no VM may claim it.
+pub const ENDPOINT_WIRE: u8 = 3;
 /// `Endpoint::flags`: deliver through the shim into the macvlan bridge
 /// (the VM's link is in another network namespace, where no ifindex of
 /// ours can reach it).
@@ -29,7 +33,7 @@ pub struct Endpoint {
     /// The uplink for host addresses, the VM's macvtap for VM addresses.
     pub ifindex: u32,
     pub mac: Mac,
-    /// `ENDPOINT_HOST` or `ENDPOINT_VM`.
+    /// `ENDPOINT_HOST`, `ENDPOINT_VM` or `ENDPOINT_WIRE`.
     pub kind: u8,
     /// `ENDPOINT_BRIDGED`: the VM's link lives in another network
     /// namespace; frames reach it through the shim and the macvlan bridge.
@@ -89,7 +93,6 @@ pub struct Settings {
     pub uplink_ifindex: u32,
     pub uplink_mac: Mac,
     pub shim_mac: Mac,
-    pub shim_ifindex: u32,
 }
 
 /// Packets and bytes, summed over CPUs by the reader.
@@ -144,7 +147,7 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 16);
-const _: () = assert!(core::mem::size_of::<Settings>() == 20);
+const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<VmLink>() == 16);
 const _: () = assert!(core::mem::size_of::<VmCounters>() == 80);

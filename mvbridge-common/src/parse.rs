@@ -16,9 +16,8 @@ const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const IPPROTO_ICMPV6: u8 = 58;
 /// Neighbour discovery messages: router solicitation (133) to redirect (137).
-const ND_FIRST: u8 = 133;
-const ND_LAST: u8 = 137;
-const ND_NEIGHBOUR_SOLICITATION: u8 = 135;
+const ND_FIRST: u8 = ND_ROUTER_SOLICIT;
+const ND_LAST: u8 = ND_REDIRECT;
 /// ICMPv6 header (4) + reserved (4) + target address (16).
 const ND_MIN_LEN: usize = 24;
 
@@ -113,22 +112,55 @@ pub struct Ipv6 {
     pub payload_len: u16,
 }
 
-/// A neighbour discovery message (RFC 4861).
+/// ICMPv6 neighbour discovery message types (RFC 4861).
+pub const ND_ROUTER_SOLICIT: u8 = 133;
+pub const ND_ROUTER_ADVERT: u8 = 134;
+pub const ND_NEIGHBOUR_SOLICIT: u8 = 135;
+pub const ND_NEIGHBOUR_ADVERT: u8 = 136;
+pub const ND_REDIRECT: u8 = 137;
+
+/// What the link-layer address options of a neighbour solicitation or
+/// advertisement say about the sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LinkAddress {
+    /// None, or every one equals the frame's source MAC.
+    Consistent = 0,
+    /// An option names another MAC than the frame's source.
+    Forged = 1,
+    /// A zero-length option, a truncated one, or more options than
+    /// [`MAX_ND_OPTIONS`]: not something we can vouch for.
+    Unreadable = 2,
+}
+
+/// A neighbour discovery message (RFC 4861), as a receiver would take it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Nd {
     pub icmp_type: u8,
     /// The target of a solicitation or advertisement (the IPv6 destination
     /// for the other types).
     pub target: Ipv6Key,
+    /// Link-layer address options (solicitations and advertisements only;
+    /// `Consistent` for the other types, which carry none we check).
+    pub link_address: LinkAddress,
 }
 
 impl Nd {
     pub const fn is_solicitation(&self) -> bool {
-        self.icmp_type == ND_NEIGHBOUR_SOLICITATION
+        self.icmp_type == ND_NEIGHBOUR_SOLICIT
     }
 
     pub const fn is_advertisement(&self) -> bool {
-        self.icmp_type == ND_NEIGHBOUR_SOLICITATION + 1
+        self.icmp_type == ND_NEIGHBOUR_ADVERT
+    }
+
+    /// Router solicitations, advertisements and redirects: a host's
+    /// routing follows them.
+    pub const fn is_router_message(&self) -> bool {
+        matches!(
+            self.icmp_type,
+            ND_ROUTER_SOLICIT | ND_ROUTER_ADVERT | ND_REDIRECT
+        )
     }
 }
 
@@ -158,28 +190,123 @@ pub fn ipv6<F: Frame + ?Sized>(frame: &F) -> Option<Ipv6> {
     })
 }
 
-/// Recognises neighbour discovery. A message only counts as one when the
-/// receiver would accept it: ICMPv6 straight after the fixed header (no
-/// extension headers) and a hop limit of 255, i.e. it was not routed.
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// Extension headers followed to find the upper-layer protocol. A
+/// receiver processes any number; a chain longer than this is reported as
+/// unreadable, never as "not neighbour discovery".
+pub const MAX_EXT_HEADERS: usize = 4;
+/// Options of one solicitation or advertisement that are checked. Real
+/// stacks send one or two (link-layer address, nonce); more is reported
+/// as unreadable.
+pub const MAX_ND_OPTIONS: usize = 8;
+
+/// The upper-layer protocol of an IPv6 packet and where its header
+/// starts, behind the extension headers a receiver processes before it
+/// (hop-by-hop, routing, destination options). A fragment header ends the
+/// walk: the protocol is then 44, and the payload is a fragment. `None`:
+/// the chain is truncated or longer than [`MAX_EXT_HEADERS`].
 #[inline(always)]
-pub fn nd<F: Frame + ?Sized>(frame: &F, ip: &Ipv6) -> Option<Nd> {
-    if ip.next_header != IPPROTO_ICMPV6 || ip.hop_limit != 255 {
-        return None;
-    }
-    let icmp_type: [u8; 1] = frame.read(ETH_HLEN + IPV6_HLEN)?;
-    let icmp_type = icmp_type[0];
-    if !(ND_FIRST..=ND_LAST).contains(&icmp_type) {
-        return None;
-    }
-    if icmp_type == ND_NEIGHBOUR_SOLICITATION || icmp_type == ND_NEIGHBOUR_SOLICITATION + 1 {
-        if usize::from(ip.payload_len) < ND_MIN_LEN {
+pub fn upper_layer<F: Frame + ?Sized>(frame: &F, ip: &Ipv6) -> Option<(u8, usize)> {
+    let end = ETH_HLEN + IPV6_HLEN + usize::from(ip.payload_len);
+    let mut next = ip.next_header;
+    let mut at = ETH_HLEN + IPV6_HLEN;
+    for _ in 0..MAX_EXT_HEADERS {
+        if !matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
+            return Some((next, at));
+        }
+        let h: [u8; 2] = frame.read_at(at)?;
+        next = h[0];
+        // Each of these headers is (length + 1) * 8 bytes long.
+        at += (usize::from(h[1]) + 1) * 8;
+        if at > end {
             return None;
         }
-        let target: [u8; 16] = frame.read(ETH_HLEN + IPV6_HLEN + 8)?;
-        return Some(Nd { icmp_type, target });
     }
-    Some(Nd {
+    if matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
+        return None;
+    }
+    Some((next, at))
+}
+
+/// An IPv6 packet whose extension header chain cannot be followed (or
+/// whose neighbour discovery header is cut short): whether it is neighbour
+/// discovery is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// Recognises neighbour discovery, also behind extension headers. A
+/// message only counts as one when the receiver would accept it: ICMPv6
+/// with a hop limit of 255, i.e. it was not routed.
+#[inline(always)]
+pub fn nd<F: Frame + ?Sized>(frame: &F, ip: &Ipv6) -> Result<Option<Nd>, Unreadable> {
+    let Some((proto, at)) = upper_layer(frame, ip) else {
+        return Err(Unreadable);
+    };
+    if proto != IPPROTO_ICMPV6 || ip.hop_limit != 255 {
+        return Ok(None);
+    }
+    let Some(icmp_type) = frame.read_at::<1>(at) else {
+        return Err(Unreadable);
+    };
+    let icmp_type = icmp_type[0];
+    if !(ND_FIRST..=ND_LAST).contains(&icmp_type) {
+        return Ok(None);
+    }
+    if icmp_type != ND_NEIGHBOUR_SOLICIT && icmp_type != ND_NEIGHBOUR_ADVERT {
+        return Ok(Some(Nd {
+            icmp_type,
+            target: ip.dst,
+            link_address: LinkAddress::Consistent,
+        }));
+    }
+    let end = ETH_HLEN + IPV6_HLEN + usize::from(ip.payload_len);
+    if at + ND_MIN_LEN > end {
+        return Err(Unreadable);
+    }
+    let Some(target) = frame.read_at::<16>(at + 8) else {
+        return Err(Unreadable);
+    };
+    Ok(Some(Nd {
         icmp_type,
-        target: ip.dst,
-    })
+        target,
+        link_address: link_address(frame, at + ND_MIN_LEN, end),
+    }))
+}
+
+/// Source (1) and target (2) link-layer address options.
+const ND_OPT_SOURCE_LL: u8 = 1;
+const ND_OPT_TARGET_LL: u8 = 2;
+
+/// Checks the link-layer address options in `[at, end)` against the
+/// frame's source MAC.
+#[inline(always)]
+fn link_address<F: Frame + ?Sized>(frame: &F, mut at: usize, end: usize) -> LinkAddress {
+    let Some(src) = frame.read::<6>(6) else {
+        return LinkAddress::Unreadable;
+    };
+    for _ in 0..MAX_ND_OPTIONS {
+        if at >= end {
+            return LinkAddress::Consistent;
+        }
+        // Type, length in units of 8 bytes, then (for ours) the MAC.
+        let Some(opt) = frame.read_at::<8>(at) else {
+            return LinkAddress::Unreadable;
+        };
+        let len = usize::from(opt[1]) * 8;
+        if len == 0 || at + len > end {
+            return LinkAddress::Unreadable;
+        }
+        let names_mac = opt[0] == ND_OPT_SOURCE_LL || opt[0] == ND_OPT_TARGET_LL;
+        if names_mac && opt[2..8] != src {
+            return LinkAddress::Forged;
+        }
+        at += len;
+    }
+    if at >= end {
+        LinkAddress::Consistent
+    } else {
+        LinkAddress::Unreadable
+    }
 }

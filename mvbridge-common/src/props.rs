@@ -1,12 +1,13 @@
 //! Property tests of the decision on arbitrary and mangled frames: it
 //! never panics, never steers what it cannot parse, never steers a VM's
-//! frame that does not carry the VM's MAC, and only ever steers to an
-//! endpoint the tables know.
+//! frame that does not carry the VM's MAC, only ever steers to an
+//! endpoint the tables know, and only offers unknown addresses for
+//! learning.
 
 use proptest::prelude::*;
 use std::vec::Vec;
 
-use crate::decide::{Hook, Verdict, decide};
+use crate::decide::{Fate, Hook, decide};
 use crate::parse;
 use crate::testing::*;
 
@@ -31,6 +32,18 @@ fn seeds() -> Vec<Vec<u8>> {
         ns(HOST_MAC, HOST6, VM_A6),
         na(HOST_MAC, VM_C_MAC, VM_C6, HOST6, VM_C6),
         ping6(GW_MAC, VM_C_MAC, VM_C6, HOST6),
+        dad(VM_A_MAC, STRANGER_LL),
+        nd_message(
+            HOST_MAC,
+            VM_A_MAC,
+            VM_A_LL,
+            HOST_LL,
+            136,
+            Some(VM_A_LL),
+            &llao(2, VM_A_MAC),
+            &[(0, 8), (60, 16)],
+        ),
+        nd_message(HOST_MAC, VM_C_MAC, VM_C_LL, HOST_LL, 134, None, &[], &[]),
     ]
 }
 
@@ -45,7 +58,7 @@ fn target_is_known(frame: &[u8], tables: &TestTables) -> bool {
         parse::ETH_P_ARP => parse::arp(frame).is_some_and(|a| tables.local4(&a.tpa).is_some()),
         parse::ETH_P_IP => parse::ipv4(frame).is_some_and(|ip| tables.local4(&ip.dst).is_some()),
         parse::ETH_P_IPV6 => parse::ipv6(frame).is_some_and(|ip| {
-            let nd_target = parse::nd(frame, &ip).map(|n| n.target);
+            let nd_target = parse::nd(frame, &ip).ok().flatten().map(|n| n.target);
             tables.local6(&ip.dst).is_some()
                 || nd_target.is_some_and(|t| tables.local6(&t).is_some())
         }),
@@ -57,7 +70,8 @@ fn target_is_known(frame: &[u8], tables: &TestTables) -> bool {
 fn check(hook: Hook, frame: &[u8]) -> Result<(), TestCaseError> {
     let tables = lab_tables();
     let d = decide(hook, frame, false, &tables);
-    if let Verdict::Redirect(r) = d.verdict {
+    if d.verdict.fate == Fate::Redirect {
+        let r = d.verdict.redirect;
         prop_assert!(
             target_is_known(frame, &tables),
             "steered an unknown target: {r:?}"
@@ -80,7 +94,11 @@ fn check(hook: Hook, frame: &[u8]) -> Result<(), TestCaseError> {
     }
     let addr = d.learn;
     if !addr.is_none() {
-        prop_assert_eq!(hook, Hook::Vm { ifindex: VM_C_IF }, "only VM c learns");
+        let c = hook == Hook::Vm { ifindex: VM_C_IF };
+        prop_assert!(
+            c || addr.is_link_local(),
+            "only VM c learns global addresses"
+        );
         let unknown = match addr.family {
             4 => tables.local4.iter().all(|(k, _)| *k != addr.v4_key()),
             _ => tables.local6.iter().all(|(k, _)| *k != addr.bytes),
@@ -101,7 +119,7 @@ proptest! {
     #[test]
     fn mangled_real_frames(
         hook in hooks(),
-        seed in 0usize..9,
+        seed in 0usize..12,
         flips in proptest::collection::vec((0usize..120, any::<u8>()), 1..6),
         cut in 0usize..130,
     ) {

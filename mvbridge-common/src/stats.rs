@@ -68,16 +68,18 @@ pub enum DropReason {
     /// The shim tried to transmit. Its MAC must never reach the wire, so
     /// nothing it sends gets past its egress hook.
     ShimTransmit = 1,
-    /// A VM sent a frame to the host's MAC whose ARP or IPv4 header is
-    /// broken; passing it would put it on the wire addressed to the host.
+    /// A VM sent a frame to the host's MAC whose ARP or IP header is
+    /// broken (passing it would put it on the wire addressed to the
+    /// host), or neighbour discovery whose options cannot be read.
     Malformed = 2,
     /// The kernel refused to rewrite the destination MAC of a frame we were
     /// about to steer (e.g. it could not make the skb writable).
     RewriteFailed = 3,
     /// A VM sent a frame whose source MAC is not its own.
     SpoofedMac = 4,
-    /// A VM claimed an address the host or another VM owns (as a source,
-    /// in ARP, or in a neighbour advertisement).
+    /// A VM claimed an address the host, a neighbour on the wire or
+    /// another VM owns (as a source, in ARP, in a neighbour advertisement
+    /// or a duplicate address probe), link-local addresses included.
     SpoofedAddress = 5,
     /// A VM sent to a local endpoint from an address that is not its own
     /// (nor learnt): the host's firewall would trust a forged source.
@@ -85,10 +87,21 @@ pub enum DropReason {
     /// A VM sent ARP or neighbour discovery to local endpoints faster than
     /// any stack needs (see `ratelimit`).
     RateLimited = 7,
+    /// A VM's ARP names another sender MAC than the frame's, or its
+    /// neighbour solicitation or advertisement carries a link-layer
+    /// address option with another MAC: neighbour caches would believe it.
+    ForgedLinkAddress = 8,
+    /// A VM sent a router advertisement or a redirect (it is a host on
+    /// this segment, not a router), or a router solicitation to the host.
+    RouterMessage = 9,
+    /// A frame reached the shim that is not a bridged VM's frame for the
+    /// host: the host's stack takes nothing else from the shim (broadcasts
+    /// and multicasts of the VMs land here too).
+    ShimIngress = 10,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::NotForHost,
         DropReason::ShimTransmit,
         DropReason::Malformed,
@@ -97,6 +110,9 @@ impl DropReason {
         DropReason::SpoofedAddress,
         DropReason::UnknownSource,
         DropReason::RateLimited,
+        DropReason::ForgedLinkAddress,
+        DropReason::RouterMessage,
+        DropReason::ShimIngress,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -109,6 +125,9 @@ impl DropReason {
             DropReason::SpoofedAddress => "spoofed-address",
             DropReason::UnknownSource => "unknown-source",
             DropReason::RateLimited => "rate-limited",
+            DropReason::ForgedLinkAddress => "forged-link-address",
+            DropReason::RouterMessage => "router-message",
+            DropReason::ShimIngress => "shim-ingress",
         }
     }
 
@@ -118,18 +137,31 @@ impl DropReason {
                 "VM frame to the host's MAC for an address the host does not own"
             }
             DropReason::ShimTransmit => "frame sent by the shim (kept off the wire)",
-            DropReason::Malformed => "VM frame to the host's MAC with a broken ARP/IP header",
+            DropReason::Malformed => {
+                "VM frame to the host with a broken header, or ND options that cannot be read"
+            }
             DropReason::RewriteFailed => "the kernel refused to rewrite a steered frame",
             DropReason::SpoofedMac => "VM frame with a source MAC that is not the VM's",
-            DropReason::SpoofedAddress => "VM claimed an address of the host or another VM",
+            DropReason::SpoofedAddress => {
+                "VM claimed an address of the host, a neighbour on the wire or another VM"
+            }
             DropReason::UnknownSource => "VM sent to a local endpoint from an address not its own",
             DropReason::RateLimited => "VM flooded local endpoints with ARP or neighbour discovery",
+            DropReason::ForgedLinkAddress => {
+                "VM ARP/ND naming a link-layer address that is not the frame's source"
+            }
+            DropReason::RouterMessage => {
+                "VM router advertisement or redirect, or router solicitation to the host"
+            }
+            DropReason::ShimIngress => "frame at the shim that is not a bridged VM's for the host",
         }
     }
 }
 
-/// Slots in the drop counter array.
-pub const DROP_SLOTS: u32 = DropReason::ALL.len() as u32;
+/// Slots in the drop counter array: room to grow, so a new reason does
+/// not change the pinned map's layout.
+pub const DROP_SLOTS: u32 = 32;
+const _: () = assert!(DropReason::ALL.len() as u32 <= DROP_SLOTS);
 
 #[cfg(test)]
 mod tests {

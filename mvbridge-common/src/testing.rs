@@ -4,8 +4,8 @@ use std::vec::Vec;
 
 use crate::decide::Tables;
 use crate::maps::{
-    ENDPOINT_BRIDGED, ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings,
-    VMLINK_BRIDGED, VMLINK_LEARN, VmLink,
+    ENDPOINT_BRIDGED, ENDPOINT_HOST, ENDPOINT_VM, ENDPOINT_WIRE, Endpoint, Ipv4Key, Ipv6Key, Mac,
+    Settings, VMLINK_BRIDGED, VMLINK_LEARN, VmLink,
 };
 use crate::parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 
@@ -38,9 +38,14 @@ pub const HOST6: Ipv6Key = v6(0x2);
 pub const HOST_LL: Ipv6Key = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02];
 pub const GW_LL: Ipv6Key = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
 pub const VM_A6: Ipv6Key = v6(0x161);
-pub const VM_A_LL: Ipv6Key = [
-    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0, 0, 0xa1,
+pub const VM_A_LL: Ipv6Key = crate::link_local::eui64(&VM_A_MAC);
+pub const VM_C_LL: Ipv6Key = crate::link_local::eui64(&VM_C_MAC);
+/// A link-local address no table knows (a guest's stable-privacy one).
+pub const STRANGER_LL: Ipv6Key = [
+    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0,
 ];
+pub const ALL_NODES: Ipv6Key = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const ALL_ROUTERS: Ipv6Key = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 pub const VM_C6: Ipv6Key = v6(0x163);
 pub const INET6: Ipv6Key = [
     0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
@@ -101,13 +106,23 @@ pub fn endpoint(ifindex: u32, mac: Mac, kind: u8, vm: u32) -> Endpoint {
 }
 
 /// The seed's host with VM a (/26 and /64 guest, slot 0) and VM c (/32
-/// and /128, slot 2, learning).
+/// and /128, slot 2, learning), each with its EUI-64 link-local address,
+/// and the gateway as a neighbour on the wire.
 pub fn lab_tables() -> TestTables {
     let host = endpoint(UPLINK_IF, HOST_MAC, ENDPOINT_HOST, 0);
     let a = endpoint(VM_A_IF, VM_A_MAC, ENDPOINT_VM, 0);
     let c = endpoint(VM_C_IF, VM_C_MAC, ENDPOINT_VM, 2);
+    let gw = endpoint(UPLINK_IF, GW_MAC, ENDPOINT_WIRE, 0);
     TestTables {
-        local6: std::vec![(HOST6, host), (HOST_LL, host), (VM_A6, a), (VM_C6, c)],
+        local6: std::vec![
+            (HOST6, host),
+            (HOST_LL, host),
+            (GW_LL, gw),
+            (VM_A6, a),
+            (VM_A_LL, a),
+            (VM_C6, c),
+            (VM_C_LL, c),
+        ],
         macs: std::vec![(VM_A_MAC, a), (VM_C_MAC, c)],
         links: std::vec![
             (VM_A_IF, vm_link(0, VM_A_MAC, 0)),
@@ -136,10 +151,10 @@ fn lab_tables4() -> TestTables {
             uplink_ifindex: UPLINK_IF,
             uplink_mac: HOST_MAC,
             shim_mac: SHIM_MAC,
-            shim_ifindex: SHIM_IF,
         }),
         local4: std::vec![
             (HOST_IP, endpoint(UPLINK_IF, HOST_MAC, ENDPOINT_HOST, 0)),
+            (GW_IP, endpoint(UPLINK_IF, GW_MAC, ENDPOINT_WIRE, 0)),
             (VM_A_IP, endpoint(VM_A_IF, VM_A_MAC, ENDPOINT_VM, 0)),
             (VM_C_IP, endpoint(VM_C_IF, VM_C_MAC, ENDPOINT_VM, 2)),
         ],
@@ -270,4 +285,94 @@ pub fn na(dst_mac: Mac, src_mac: Mac, src: Ipv6Key, dst: Ipv6Key, target: Ipv6Ke
     body.extend_from_slice(&[2, 1]);
     body.extend_from_slice(&src_mac);
     ipv6(dst_mac, src_mac, src, dst, 58, 255, &body)
+}
+
+/// A neighbour discovery message of `icmp_type` (hop limit 255) with its
+/// type-specific body (`target` for solicitations and advertisements,
+/// empty otherwise) and `options`, behind the extension headers `ext`
+/// (each: next-header value, whole header bytes; filled in here). Every
+/// argument is one of the frame's fields.
+#[allow(clippy::too_many_arguments)]
+pub fn nd_message(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv6Key,
+    dst: Ipv6Key,
+    icmp_type: u8,
+    target: Option<Ipv6Key>,
+    options: &[u8],
+    ext: &[(u8, usize)],
+) -> Vec<u8> {
+    let mut icmp = std::vec![icmp_type, 0, 0, 0];
+    match icmp_type {
+        // Router advertisement: hop limit, flags, lifetime; reachable and
+        // retrans timers.
+        134 => icmp.extend_from_slice(&[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]),
+        // Redirect: reserved, target, destination.
+        137 => {
+            icmp.extend_from_slice(&[0; 4]);
+            icmp.extend_from_slice(&target.unwrap_or(GW_LL));
+            icmp.extend_from_slice(&INET6);
+        }
+        135 | 136 => {
+            icmp.extend_from_slice(if icmp_type == 136 {
+                &[0x60, 0, 0, 0]
+            } else {
+                &[0; 4]
+            });
+            icmp.extend_from_slice(&target.unwrap_or([0; 16]));
+        }
+        _ => icmp.extend_from_slice(&[0; 4]),
+    }
+    icmp.extend_from_slice(options);
+    let (next, payload) = behind(58, ext, &icmp);
+    ipv6(dst_mac, src_mac, src, dst, next, 255, &payload)
+}
+
+/// `body` of protocol `proto` behind extension headers `ext` (next-header
+/// value and total length of each, a multiple of 8): the first header's
+/// value and the bytes.
+pub fn behind(proto: u8, ext: &[(u8, usize)], body: &[u8]) -> (u8, Vec<u8>) {
+    let mut out = Vec::new();
+    for (i, (_, len)) in ext.iter().enumerate() {
+        let next = ext.get(i + 1).map_or(proto, |(n, _)| *n);
+        out.push(next);
+        out.push((len / 8 - 1) as u8);
+        // PadN filling the rest of the header.
+        out.push(1);
+        out.push((len - 4) as u8);
+        out.extend(core::iter::repeat_n(0u8, len - 4));
+    }
+    out.extend_from_slice(body);
+    (ext.first().map_or(proto, |(n, _)| *n), out)
+}
+
+/// A link-layer address option (1: source, 2: target).
+pub fn llao(kind: u8, mac: Mac) -> [u8; 8] {
+    [kind, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]
+}
+
+/// A duplicate address probe: a solicitation for `target` from `::`,
+/// without a link-layer option (RFC 4862).
+pub fn dad(src_mac: Mac, target: Ipv6Key) -> Vec<u8> {
+    nd_message(
+        solicited_mac(&target),
+        src_mac,
+        [0; 16],
+        solicited(&target),
+        135,
+        Some(target),
+        &[],
+        &[],
+    )
+}
+
+/// The multicast MAC of an IPv6 group.
+pub fn group_mac(group: &Ipv6Key) -> Mac {
+    [0x33, 0x33, group[12], group[13], group[14], group[15]]
+}
+
+/// The EUI-64 link-local address of `mac`.
+pub fn eui64_ll(mac: Mac) -> Ipv6Key {
+    crate::link_local::eui64(&mac)
 }

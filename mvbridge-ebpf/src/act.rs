@@ -7,15 +7,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use mvbridge_common::{
-    decide::{Action, Addr, Decision, NO_SLOT, Redirect, Verdict},
+    decide::{Action, Addr, Decision, Fate, NO_SLOT, Redirect},
     maps::{Counter, LearnEvent, VmCounters},
     ratelimit,
     stats::{DropReason, Proto, path_slot},
 };
 
-use crate::maps::{
-    MVB_DROPS, MVB_LEARN, MVB_LEARNT, MVB_LINKS, MVB_NDRATE, MVB_PATHS, MVB_VMSTATS,
-};
+use crate::maps::{MVB_DROPS, MVB_LEARN, MVB_LEARNT, MVB_NDRATE, MVB_PATHS, MVB_VMSTATS};
 
 /// `TC_ACT_UNSPEC`: for TCX this is "next", so programs attached after ours
 /// still see the frame, exactly as if we were not there.
@@ -23,31 +21,29 @@ pub const PASS: i32 = -1;
 
 const NS_PER_REPORT: u64 = 1_000_000_000;
 
-/// `sender`: the ifindex of the VM link the frame came from, 0 for the host.
+/// `link`: the ifindex of the VM link the frame came from (0 for the
+/// host and the shim), for learning reports.
 #[inline(always)]
-pub fn apply(ctx: &TcContext, decision: Decision, sender: u32) -> i32 {
-    if !decision.learn.is_none() {
-        report(sender, decision.learn);
+pub fn apply(ctx: &TcContext, decision: Decision, link: u32) -> i32 {
+    if !decision.learn.is_none() && link != 0 {
+        report(link, decision.learn);
     }
-    match decision.verdict {
-        Verdict::Pass => PASS,
-        Verdict::Drop(reason) => {
+    let verdict = decision.verdict;
+    match verdict.fate {
+        Fate::Pass => PASS,
+        Fate::Drop => {
+            let reason = verdict.reason;
             // Off unless the daemon loads us with `ebpf_log = true`: the
             // level is a frozen global, so the verifier prunes this.
-            aya_log_ebpf::debug!(ctx, "drop reason={} ifindex={}", reason as u32, sender);
-            if sender != 0 {
-                // SAFETY: the value is read once; the loader writes it whole.
-                if let Some(link) = unsafe { MVB_LINKS.get(sender) } {
-                    with_vm(link.slot, |c| c.dropped += 1);
-                }
-            }
+            aya_log_ebpf::debug!(ctx, "drop reason={} ifindex={}", reason as u32, link);
+            with_vm(decision.sender, |c| c.dropped += 1);
             drop(reason)
         }
-        Verdict::Redirect(r) if over_rate(&r) => {
-            with_vm(r.from_slot, |c| c.dropped += 1);
+        Fate::Redirect if over_rate(&verdict.redirect) => {
+            with_vm(decision.sender, |c| c.dropped += 1);
             drop(DropReason::RateLimited)
         }
-        Verdict::Redirect(r) => redirect(ctx, &r),
+        Fate::Redirect => redirect(ctx, &verdict.redirect),
     }
 }
 
@@ -94,9 +90,7 @@ fn with_vm(slot: u32, f: impl FnOnce(&mut VmCounters)) {
 
 #[inline(always)]
 fn redirect(ctx: &TcContext, r: &Redirect) -> i32 {
-    if let Some(mac) = r.dst_mac
-        && ctx.store(0, &mac, 0).is_err()
-    {
+    if r.rewrite && ctx.store(0, &r.dst_mac, 0).is_err() {
         return drop(DropReason::RewriteFailed);
     }
     if r.count {

@@ -9,7 +9,7 @@ mod skb;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use mvbridge_common::{
-    decide::{Decision, Hook, Verdict, decide, shim_egress, shim_ingress},
+    decide::{Decision, Fate, Hook, decide, shim_egress, shim_ingress},
     stats::DropReason,
 };
 
@@ -22,7 +22,7 @@ pub fn mvb_uplink(ctx: TcContext) -> i32 {
     act::apply(&ctx, decision, 0)
 }
 
-/// Egress of a VM's macvtap: what the guest sends.
+/// Egress of a VM's link: what the guest sends.
 #[classifier]
 pub fn mvb_vm(ctx: TcContext) -> i32 {
     let ifindex = skb::ifindex(&ctx);
@@ -40,18 +40,18 @@ pub fn mvb_vm(ctx: TcContext) -> i32 {
 /// the uplink hook hands to bridged VMs passes.
 #[classifier]
 pub fn mvb_shim(ctx: TcContext) -> i32 {
-    match shim_egress(&Packet(&ctx), &Maps) {
-        Verdict::Pass => act::PASS,
+    match shim_egress(&Packet(&ctx), &Maps).fate {
+        Fate::Pass => act::PASS,
         _ => act::drop(DropReason::ShimTransmit),
     }
 }
 
-/// Ingress of the shim: bridged VMs' frames for the host, relayed into the
-/// uplink's ingress.
+/// Ingress of the shim: bridged VMs' frames for the host, checked again
+/// and relayed into the uplink's ingress; nothing else.
 #[classifier]
 pub fn mvb_shim_in(ctx: TcContext) -> i32 {
-    let verdict = shim_ingress(&Packet(&ctx), &Maps);
-    act::apply(&ctx, Decision::just(verdict), 0)
+    let decision: Decision = shim_ingress(&Packet(&ctx), &Maps);
+    act::apply(&ctx, decision, 0)
 }
 
 /// Does nothing. Never attached by the daemon: `cargo xtask bench`

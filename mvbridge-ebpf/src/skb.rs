@@ -33,6 +33,11 @@ impl Frame for Packet<'_> {
         }
         self.0.load::<[u8; N]>(offset).ok()
     }
+
+    #[inline(always)]
+    fn read_at<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.0.load::<[u8; N]>(offset).ok()
+    }
 }
 
 /// The tables, straight from the maps.

@@ -40,7 +40,6 @@ impl Desired {
                 uplink_ifindex: uplink.index,
                 uplink_mac: uplink.mac.unwrap_or_default(),
                 shim_mac: shim.mac.unwrap_or_default(),
-                shim_ifindex: shim.index,
             },
             ..Desired::default()
         };
@@ -80,6 +79,11 @@ impl Desired {
             for a in &vm.addresses {
                 d.insert(*a, ep);
             }
+            // The link-local address the guest's stack derives from its
+            // MAC is the VM's from the start; others it may come to own
+            // (configured, or learnt first come).
+            let ll = mvbridge_common::link_local::eui64(&mac);
+            d.local6.insert(ll, ep);
         }
         // The host's addresses last: they win over anything a VM claims.
         for a in host {

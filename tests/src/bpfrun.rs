@@ -16,6 +16,8 @@ use mvbridge::netlink::{Link, Netlink};
 use mvbridge::tables::Tables;
 use mvbridge_common::stats::{DropReason, Path as StatPath, Proto};
 
+const SHIM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0f];
+
 /// `TC_ACT_UNSPEC` (pass on), `TC_ACT_SHOT`, `TC_ACT_REDIRECT`.
 pub const PASS: i32 = -1;
 pub const SHOT: i32 = 2;
@@ -38,6 +40,9 @@ pub struct BenchVm<'a> {
     pub slot: u32,
     pub addresses: &'a [IpAddr],
     pub learns: bool,
+    /// Taken for a VM whose link is in another namespace (reached through
+    /// the shim).
+    pub bridged: bool,
 }
 
 impl Bench {
@@ -143,12 +148,18 @@ impl Bench {
         Ok(result.duration)
     }
 
+    /// The MAC the tables give the shim (there is no shim link: the
+    /// programs only compare MACs).
+    pub fn shim_mac(&self) -> [u8; 6] {
+        SHIM_MAC
+    }
+
     /// Replaces the tables with `host` addresses on the uplink and `vms`.
     pub fn fill(&mut self, uplink: &str, vms: &[BenchVm<'_>]) -> Result<()> {
         let shim = Link {
             index: 0,
             name: "shim".into(),
-            mac: Some([0x02, 0, 0, 0, 0, 0x0f]),
+            mac: Some(SHIM_MAC),
             kind: None,
             lower: None,
             macvlan_mode: None,
@@ -163,7 +174,7 @@ impl Bench {
                     addresses: v.addresses.to_vec(),
                     slot: v.slot,
                     learns: v.learns,
-                    bridged: false,
+                    bridged: v.bridged,
                 })
             })
             .collect::<Result<_>>()?;

@@ -229,7 +229,10 @@ fn without_root_or_bpf_nothing_happens() {
     let lab = Lab::build(Vec::new()).unwrap();
     let path = lab.write_config("ok.toml", &base(&lab)).unwrap();
     let cfg = path.display().to_string();
-    let mvbridge = bins::path("mvbridge").unwrap();
+    // nobody must reach both the binary and the config: the checkout's
+    // target/ may be in a directory only root can enter.
+    let mvbridge = bins::copy_for_anyone("mvbridge", &lab.dir).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
 
     let before = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     let mut cmd = lab.host.command(mvbridge.to_str().unwrap()).unwrap();

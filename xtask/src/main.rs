@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's commands. Bootstraps the eBPF toolchain,
 //! builds, runs the tests (as root, in network namespaces) and the demo.
 
+mod system;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -119,29 +120,8 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The lab's outside tools, with the Debian package that has each.
-const LAB_TOOLS: [(&str, &str); 6] = [
-    ("ip", "iproute2"),
-    ("tc", "iproute2"),
-    ("ping", "iputils-ping"),
-    ("tcpdump", "tcpdump"),
-    ("iptables", "iptables"),
-    ("iperf3", "iperf3"),
-];
-
-fn require_tools() -> Result<()> {
-    let missing: Vec<&str> = LAB_TOOLS
-        .iter()
-        .filter(|(tool, _)| !on_path(tool))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "the namespace lab needs: apt-get install {}",
-            missing.join(" ")
-        );
-    }
-    Ok(())
+fn ensure_lab_tools() -> Result<()> {
+    system::ensure(system::LAB, "the namespace lab")
 }
 
 pub fn on_path(tool: &str) -> bool {
@@ -160,7 +140,7 @@ fn lint() -> Result<()> {
 
 fn test(filter: Option<&str>) -> Result<()> {
     require_root("the test suite")?;
-    require_tools()?;
+    ensure_lab_tools()?;
     build(false)?;
     if filter.is_none() {
         lint()?;
@@ -191,7 +171,7 @@ fn test(filter: Option<&str>) -> Result<()> {
 
 fn demo() -> Result<()> {
     require_root("the demo")?;
-    require_tools()?;
+    ensure_lab_tools()?;
     build(false)?;
     let bin = workspace().join("target/debug/mvb-demo");
     run(&mut Command::new(bin))
@@ -221,7 +201,7 @@ fn fuzz(target: Option<&str>, seconds: u32) -> Result<()> {
 
 fn soak(minutes: u64) -> Result<()> {
     require_root("the soak test")?;
-    require_tools()?;
+    ensure_lab_tools()?;
     build(false)?;
     run(cargo()
         .env("MVB_SOAK_SECONDS", (minutes * 60).to_string())
@@ -238,10 +218,7 @@ fn soak(minutes: u64) -> Result<()> {
 
 fn bench(smoke: bool) -> Result<()> {
     require_root("the benchmark")?;
-    require_tools()?;
-    if !on_path("iperf3") {
-        bail!("the benchmark needs iperf3: apt-get install iperf3");
-    }
+    ensure_lab_tools()?;
     build(true)?;
     let mut cmd = Command::new(workspace().join("target/release/mvb-bench"));
     cmd.args(["--out", "target/bench"]);

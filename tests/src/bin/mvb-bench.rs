@@ -315,6 +315,7 @@ fn per_packet_cost(smoke: bool) -> Result<Value> {
                     slot: 0,
                     addresses: &addrs,
                     learns: false,
+                    bridged: false,
                 }],
             )?;
             let mut best = |role: Option<Role>, ifname: &str, frame: &[u8]| -> Result<f64> {

@@ -1,0 +1,57 @@
+//! System packages the commands need, installed with apt when missing
+//! (a fresh Debian or Ubuntu machine has none of the lab's tools). Each
+//! tool is looked up first, so a second run installs nothing.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::{on_path, run};
+
+/// A program a command runs, and the Debian/Ubuntu package that has it.
+pub type Tool = (&'static str, &'static str);
+
+/// What the namespace lab runs: iproute2 builds it, ping and iperf3
+/// drive traffic, tcpdump watches the wire, iptables NATs the private VMs.
+pub const LAB: &[Tool] = &[
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
+    ("iptables", "iptables"),
+    ("iperf3", "iperf3"),
+];
+
+/// Installs the packages of the tools in `tools` that are not on PATH,
+/// saying what and why.
+pub fn ensure(tools: &[Tool], why: &str) -> Result<()> {
+    let mut missing: Vec<&str> = tools
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !on_path("apt-get") {
+        bail!(
+            "{why} needs these packages, and this machine has no apt-get to install them: {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!(
+        "xtask: installing {} with apt-get ({why} needs them)",
+        missing.join(" ")
+    );
+    run(apt().args(["update", "-q"]))?;
+    run(apt()
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))
+}
+
+fn apt() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
