@@ -6,6 +6,7 @@
 //! carries out the returned [`decide::Verdict`].
 #![no_std]
 
+pub mod abi;
 pub mod decide;
 pub mod frame;
 pub mod link_local;

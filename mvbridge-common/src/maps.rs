@@ -1,4 +1,5 @@
-//! Layout of the maps the loader fills and the programs read.
+//! The values (and keys) of the maps the loader fills and the programs
+//! read; which map holds which is in [`crate::abi`].
 //!
 //! Values are `#[repr(C)]`, `Copy`, with explicit padding and no `bool`,
 //! `Option` or enums, so both sides agree on every byte.
@@ -49,7 +50,7 @@ pub const VMLINK_LEARN: u32 = 1;
 /// redirected (see `ENDPOINT_BRIDGED`).
 pub const VMLINK_BRIDGED: u32 = 2;
 
-/// A VM's macvtap, keyed by its ifindex in [`MAP_LINKS`].
+/// A VM's link, keyed by its ifindex in [`crate::abi::LINKS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VmLink {
@@ -62,7 +63,7 @@ pub struct VmLink {
     pub _pad: [u8; 2],
 }
 
-/// Per-VM traffic, in slot `VmLink::slot` of [`MAP_VMSTATS`].
+/// Per-VM traffic, in slot `VmLink::slot` of [`crate::abi::VMSTATS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VmCounters {
@@ -75,7 +76,7 @@ pub struct VmCounters {
 }
 
 /// An address a learning VM used that no table knew, for the daemon to
-/// vet; sent through [`MAP_LEARN`].
+/// vet; sent through [`crate::abi::LEARN`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LearnEvent {
@@ -86,7 +87,7 @@ pub struct LearnEvent {
     pub addr: [u8; 16],
 }
 
-/// Settings that apply to every program; slot 0 of [`MAP_SETTINGS`].
+/// Settings that apply to every program; slot 0 of [`crate::abi::SETTINGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
@@ -102,36 +103,6 @@ pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
 }
-
-/// Capacity of the address tables: 10,000 VMs with a few addresses each.
-pub const MAX_ENDPOINTS: u32 = 65_536;
-/// Capacity of the VM MAC table: one entry per VM.
-pub const MAX_VMS: u32 = 16_384;
-
-pub const MAP_SETTINGS: &str = "MVB_SETTINGS";
-pub const MAP_LOCAL4: &str = "MVB_LOCAL4";
-pub const MAP_LOCAL6: &str = "MVB_LOCAL6";
-pub const MAP_MACS: &str = "MVB_MACS";
-pub const MAP_LINKS: &str = "MVB_LINKS";
-pub const MAP_VMSTATS: &str = "MVB_VMSTATS";
-/// Created and pinned by the loader (the programs never read it).
-pub const MAP_SLOTS: &str = "MVB_SLOTS";
-pub const MAP_LEARN: &str = "MVB_LEARN";
-pub const MAP_NDRATE: &str = "MVB_NDRATE";
-pub const MAP_LEARNT: &str = "MVB_LEARNT";
-
-/// Size of the learning event ring, in bytes.
-pub const LEARN_RING_BYTES: u32 = 64 * 1024;
-/// How many (link, address) pairs the programs remember having reported.
-pub const LEARNT_MEMORY: u32 = 4096;
-pub const MAP_PATHS: &str = "MVB_PATHS";
-pub const MAP_DROPS: &str = "MVB_DROPS";
-
-/// Program names as the kernel shows them (at most 15 bytes).
-pub const PROG_UPLINK: &str = "mvb_uplink";
-pub const PROG_VM: &str = "mvb_vm";
-pub const PROG_SHIM: &str = "mvb_shim";
-pub const PROG_SHIM_IN: &str = "mvb_shim_in";
 
 #[cfg(feature = "user")]
 mod pod {

@@ -57,7 +57,7 @@ pub const fn path_slot(path: Path, proto: Proto) -> u32 {
 }
 
 /// Why a program dropped a frame. One list for every program, counted per
-/// CPU in [`crate::maps::MAP_DROPS`] at the reason's index.
+/// CPU in [`crate::abi::DROPS`] at the reason's index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum DropReason {

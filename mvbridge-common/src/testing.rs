@@ -105,7 +105,7 @@ pub fn endpoint(ifindex: u32, mac: Mac, kind: u8, vm: u32) -> Endpoint {
     }
 }
 
-/// The seed's host with VM a (/26 and /64 guest, slot 0) and VM c (/32
+/// The hosted server with VM a (/26 and /64 guest, slot 0) and VM c (/32
 /// and /128, slot 2, learning), each with its EUI-64 link-local address,
 /// and the gateway as a neighbour on the wire.
 pub fn lab_tables() -> TestTables {

@@ -5,12 +5,17 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use mvbridge_common::abi::{self, MapSpec};
+
+use crate::hooks::HookKey;
+
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const STANDARD_MOUNT: &str = "/sys/fs/bpf";
 const KERNEL_PRELOADED: [&str; 2] = ["maps.debug", "progs.debug"];
-const HOOK_PREFIX: &str = "hook_";
+const LAYOUT_DIR_PREFIX: &str = "layout-";
 
-/// The pin paths under the configured directory.
+/// The pin paths under the configured directory: the maps of each layout
+/// (see `mvbridge_common::abi::LAYOUT`) and the hooks.
 #[derive(Clone, Debug)]
 pub struct PinDir {
     pub dir: PathBuf,
@@ -23,35 +28,64 @@ impl PinDir {
         }
     }
 
-    pub fn map(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+    /// Where layout `layout` pins its maps: layout 1 at the root, later
+    /// ones in a directory of their own, so two layouts can coexist while
+    /// one is migrated into the other.
+    pub fn maps_of(&self, layout: u32) -> PathBuf {
+        if layout == 1 {
+            self.dir.clone()
+        } else {
+            self.dir.join(format!("{LAYOUT_DIR_PREFIX}{layout}"))
+        }
     }
 
-    /// Pin of the TCX link of `role`'s program on `ifname`'s egress.
-    pub fn hook(&self, role: &str, ifname: &str) -> PathBuf {
-        self.dir.join(format!("{HOOK_PREFIX}{role}_{ifname}"))
+    /// This binary's maps.
+    pub fn maps(&self) -> PathBuf {
+        self.maps_of(abi::LAYOUT)
     }
 
-    /// The hook pins present: (path, role, ifname).
-    pub fn hooks(&self) -> io::Result<Vec<(PathBuf, String, String)>> {
-        Ok(self
-            .entries()?
+    pub fn map(&self, spec: &MapSpec) -> PathBuf {
+        self.maps().join(spec.name)
+    }
+
+    /// The layouts whose maps are pinned here, oldest first.
+    pub fn layouts(&self) -> Vec<u32> {
+        let mut found = Vec::new();
+        if self.dir.join(abi::LOCAL4.name).exists() {
+            found.push(1);
+        }
+        for p in self.entries().unwrap_or_default() {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(n) = name
+                .strip_prefix(LAYOUT_DIR_PREFIX)
+                .and_then(|v| v.parse().ok())
+            {
+                found.push(n);
+            }
+        }
+        found.sort();
+        found
+    }
+
+    pub fn hook(&self, key: &HookKey) -> PathBuf {
+        self.dir.join(key.pin_name())
+    }
+
+    /// The hook pins present, with their keys.
+    pub fn hooks(&self) -> Vec<(HookKey, PathBuf)> {
+        self.entries()
+            .unwrap_or_default()
             .into_iter()
             .filter_map(|p| {
-                let name = p
-                    .file_name()?
-                    .to_str()?
-                    .strip_prefix(HOOK_PREFIX)?
-                    .to_owned();
-                let (role, ifname) = name.split_once('_')?;
-                Some((p.clone(), role.to_owned(), ifname.to_owned()))
+                let key = HookKey::from_pin_name(p.file_name()?.to_str()?)?;
+                Some((key, p))
             })
-            .collect())
+            .collect()
     }
 
-    /// Every pin currently in the directory (empty if it does not exist).
-    /// The iterators the kernel preloads at the root of each bpffs mount
-    /// are not ours and are skipped.
+    /// Every pin and layout directory at the top of the directory (empty
+    /// if it does not exist). The iterators the kernel preloads at the
+    /// root of each bpffs mount are not ours and are skipped.
     pub fn entries(&self) -> io::Result<Vec<PathBuf>> {
         match std::fs::read_dir(&self.dir) {
             Ok(rd) => {

@@ -9,9 +9,13 @@ use aya::programs::{SchedClassifier, TcAttachType};
 
 use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr};
+use crate::hooks::LinkAt;
+use crate::learning::Learnt;
+use crate::maps::PinnedMaps;
 use crate::netlink::Netlink;
-use crate::observe::{self, VmLinkState};
+use crate::plan::{self, ShimState, VmPlan, VmState};
 use crate::preflight;
+use crate::world::Observer;
 
 /// Collects findings; blocking ones make `check` fail.
 #[derive(Default)]
@@ -85,41 +89,52 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
         );
     }
 
-    let nl = Netlink::connect().context("opening rtnetlink")?;
-    let links = nl.links().await?;
+    let mut observer = Observer::new(Netlink::connect()?);
+    let world = observer
+        .observe(&config)
+        .await
+        .context("reading the links")?;
+    let pins = PinDir::new(&config.bpffs);
+    let learnt = PinnedMaps::open(&pins)
+        .map(|m| Learnt::recover(&config, &m))
+        .unwrap_or_default();
     f.section("uplink");
-    let Some(uplink) = links.iter().find(|l| l.name == config.uplink) else {
-        f.fail(format!("uplink {:?} does not exist", config.uplink));
-        return finish(f);
+    let plan = match plan::plan(&config, &world, &learnt) {
+        Ok(p) => p,
+        Err(e) => {
+            f.fail(e.to_string());
+            return finish(f);
+        }
     };
-    match uplink.mac {
-        Some(m) => f.ok(format!(
-            "{} (ifindex {}, MAC {})",
-            uplink.name,
-            uplink.index,
-            MacAddr(m)
-        )),
-        None => f.fail(format!("{} has no Ethernet address", uplink.name)),
-    }
+    let uplink = &plan.uplink;
+    f.ok(format!(
+        "{} (ifindex {}, MAC {})",
+        uplink.name,
+        uplink.index,
+        MacAddr(uplink.mac.unwrap_or_default())
+    ));
     if !uplink.up {
         f.warn(format!(
             "{} is down: the datapath follows once it is up",
             uplink.name
         ));
     }
-    let host = match &config.host_addresses {
-        Some(h) => h.clone(),
-        None => nl.addresses(uplink.index).await?,
-    };
-    if host.is_empty() {
+    if plan.host.is_empty() {
         f.fail("no host address to answer for: the uplink has none and host_addresses is unset");
     } else {
-        let list: Vec<String> = host.iter().map(|a| a.to_string()).collect();
+        let list: Vec<String> = plan.host.iter().map(|a| a.to_string()).collect();
         f.ok(format!("host addresses: {}", list.join(", ")));
+    }
+    if !plan.wire.is_empty() {
+        let list: Vec<String> = plan.wire.iter().map(|a| a.to_string()).collect();
+        f.ok(format!(
+            "routers and neighbours on the wire no VM may claim: {}",
+            list.join(", ")
+        ));
     }
 
     f.section("settings");
-    let up = &uplink.name;
+    let up = &plan.uplink.name;
     for key in [
         "net/ipv4/conf/all/rp_filter".to_owned(),
         format!("net/ipv4/conf/{up}/rp_filter"),
@@ -165,17 +180,6 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
             }
         }
     }
-    match links.iter().find(|l| l.name == config.shim.name) {
-        Some(l) if observe::is_ours(l) => {
-            f.ok(format!("shim {} exists (left by mvbridge)", l.name))
-        }
-        Some(_) => f.fail(format!(
-            "a link named {:?} exists and is not mvbridge's; choose another [shim] name",
-            config.shim.name
-        )),
-        None => {}
-    }
-    let pins = PinDir::new(&config.bpffs);
     let pinned = pins.entries().unwrap_or_default();
     if pinned.is_empty() {
         f.ok(format!("nothing pinned under {}", config.bpffs.display()));
@@ -188,48 +192,61 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
     }
 
     f.section("what run would do");
-    if !links.iter().any(|l| l.name == config.shim.name) {
-        f.plan(format!(
+    match &plan.shim {
+        ShimState::Present(l) => f.ok(format!("shim {} exists (left by mvbridge)", l.name)),
+        ShimState::Missing => f.plan(format!(
             "create the shim {} (bridge-mode macvlan on {up}, silent)",
             config.shim.name
+        )),
+        ShimState::Stale(l) => f.plan(format!(
+            "replace the shim {} (it sits on an earlier {up})",
+            l.name
+        )),
+    }
+    for link in &plan.stale {
+        f.plan(format!(
+            "delete macvtap {} (no configured VM uses it)",
+            link.name
         ));
     }
-    for vm in &config.vms {
-        match observe::vm_link(vm, &links, uplink) {
-            VmLinkState::Present(l) => f.plan(format!(
-                "steer VM {:?} on {} (/dev/tap{}): {}",
+    for vm in &plan.vms {
+        let addresses = addresses(&config, vm);
+        match &vm.state {
+            VmState::Live(l) => f.plan(format!(
+                "steer VM {:?} on {}: {addresses}",
                 vm.name,
-                l.name,
-                l.index,
-                addresses(vm)
+                LinkAt::new(vm.netns.as_deref(), &l.name)
             )),
-            VmLinkState::Absent if vm.create => f.plan(format!(
-                "create macvtap {} for VM {:?} and steer {}",
-                vm.interface.as_deref().unwrap_or("?"),
-                vm.name,
-                addresses(vm)
+            VmState::Absent if plan.create.contains(&vm.name) => {
+                let cfg = config.vms.iter().find(|v| v.name == vm.name);
+                f.plan(format!(
+                    "create macvtap {} for VM {:?} and steer {addresses}",
+                    cfg.and_then(|v| v.interface.as_deref()).unwrap_or("?"),
+                    vm.name
+                ))
+            }
+            VmState::Absent => f.plan(format!(
+                "wait for VM {:?}'s link (not there: VM not running?)",
+                vm.name
             )),
-            VmLinkState::Absent => f.plan(format!(
-                "wait for VM {:?}'s {} (not there: VM not running?)",
-                vm.name,
-                vm.describe_link()
-            )),
-            VmLinkState::Unfit(why) => f.fail(why),
-        }
-        if let Some(why) = observe::host_overlap(vm, &host) {
-            f.fail(why);
+            VmState::Unfit(why) => f.fail(why),
         }
     }
+    for problem in &plan.problems {
+        f.fail(problem);
+    }
     f.plan(format!(
-        "attach mvb_uplink to {up} egress, mvb_shim to {} egress, mvb_vm to each VM's macvtap",
+        "attach mvb_uplink to {up} egress, mvb_shim and mvb_shim_in to {}, mvb_vm to each VM's link",
         config.shim.name
     ));
     finish(f)
 }
 
-fn addresses(vm: &crate::config::Vm) -> String {
-    let mut list: Vec<String> = vm.addresses.iter().map(|a| a.to_string()).collect();
-    list.extend(vm.learn.iter().map(|p| format!("learnt within {p}")));
+fn addresses(config: &Config, vm: &VmPlan) -> String {
+    let mut list: Vec<String> = vm.addresses.iter().map(|o| o.addr.to_string()).collect();
+    if let Some(cfg) = config.vms.iter().find(|v| v.name == vm.name) {
+        list.extend(cfg.learn.iter().map(|p| format!("learnt within {p}")));
+    }
     list.join(", ")
 }
 

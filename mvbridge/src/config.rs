@@ -274,7 +274,7 @@ impl RawConfig {
             Some(list) => {
                 let mut out = Vec::new();
                 for a in &list {
-                    out.push(parse_address("host_addresses", a, true)?);
+                    out.push(parse_address("host_addresses", a)?);
                 }
                 Some(out)
             }
@@ -364,7 +364,7 @@ impl RawVm {
         }
         let mut addresses = Vec::new();
         for a in &self.addresses {
-            addresses.push(parse_address(&format!("{at} addresses"), a, false)?);
+            addresses.push(parse_address(&format!("{at} addresses"), a)?);
         }
         let mut learn = Vec::new();
         for p in &self.learn {
@@ -414,9 +414,10 @@ fn check_ifname(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-/// A host or VM address: unicast, global in scope (a VM's link-local
-/// address is its own business and never needs steering), one family.
-fn parse_address(what: &str, text: &str, host: bool) -> Result<IpAddr, String> {
+/// A host or VM address: unicast, one family. Link-local addresses are
+/// allowed: a VM owns the one its MAC gives it anyway, and may be given
+/// others (a stable-privacy one, say) so nobody else can claim them.
+fn parse_address(what: &str, text: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = text.parse().map_err(|_| {
         if text.contains('/') {
             format!("{what}: {text:?} has a prefix length; give the bare address")
@@ -439,12 +440,6 @@ fn parse_address(what: &str, text: &str, host: bool) -> Result<IpAddr, String> {
             }
             if v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() {
                 return bad("not a unicast address a host or VM can own");
-            }
-            // fe80::/10: only meaningful per link. The host's link-local
-            // address is read from the uplink; a VM's is never steered by
-            // address (frames for it are delivered by MAC).
-            if !host && (v6.segments()[0] & 0xffc0) == 0xfe80 {
-                return bad("link-local; give the VM's global addresses");
             }
         }
     }
@@ -511,7 +506,7 @@ fn check_unique(config: &Config) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const SEED: &str = r#"
+    const EXAMPLE: &str = r#"
 uplink = "enp9s0"
 bpffs = "/sys/fs/bpf/mvbridge"
 [shim]
@@ -536,8 +531,8 @@ addresses = ["203.0.113.162"]
     }
 
     #[test]
-    fn the_issue_example_parses() {
-        let c = Config::parse(SEED).unwrap();
+    fn the_readme_example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
         assert_eq!(c.uplink, "enp9s0");
         assert_eq!(c.shim.name, "mvb0");
         assert_eq!(c.vms.len(), 2);
@@ -551,6 +546,18 @@ addresses = ["203.0.113.162"]
             vec!["203.0.113.162".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(c.host_addresses, None);
+    }
+
+    #[test]
+    fn a_vm_may_own_a_link_local_address() {
+        let c = Config::parse(
+            "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"fe80::1234:5678\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.vms[0].addresses[0],
+            "fe80::1234:5678".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -667,10 +674,6 @@ addresses = ["203.0.113.162"]
             (
                 "uplink = \"eth0\"\nmetrics_listen = \"localhost\"\n",
                 "is not an address:port",
-            ),
-            (
-                "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"fe80::1\"]\n",
-                "fe80::1 is link-local",
             ),
             (
                 "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"ff02::1\"]\n",

@@ -9,20 +9,26 @@ use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::apply::Pass;
 use crate::config::Config;
 use crate::netlink::Netlink;
-use crate::reconcile::{Pass, Reconciler};
+use crate::reconcile::Reconciler;
 use crate::{metrics, notify, preflight, teardown, watch};
 
 /// How long a burst of netlink events (a link comes with several
 /// NEWLINKs) is let settle before the pass that handles it.
 const SETTLE: Duration = Duration::from_millis(2);
 
+/// Learning reports handled per wake-up: a VM sending from random sources
+/// fills the ring as fast as it can, and must not delay events, resyncs
+/// or a SIGTERM; what is left waits for the next turn.
+const LEARN_EVENTS_PER_TURN: usize = 256;
+
 pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     preflight::privileges("run")?;
     preflight::kernel()?;
-    let nl = Netlink::connect().context("opening rtnetlink")?;
+    let nl = Netlink::connect()?;
     // Signals and notifications are taken over before set-up: a SIGTERM
     // during it still leads to a clean exit, and no change is missed.
     let mut term = signal(SignalKind::terminate())?;
@@ -35,11 +41,11 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     tracing::info!(
         uplink = %config.uplink,
         shim = %config.shim.name,
-        vms = rec.present_vms().len(),
+        vms = rec.live_vms().len(),
         elapsed_us = t0.elapsed().as_micros() as u64,
         "datapath attached"
     );
-    let mut live = rec.present_vms();
+    let mut live = rec.live_vms();
     for (vm, ifindex) in &live {
         tracing::info!(vm = %vm, tap = %format!("/dev/tap{ifindex}"), "vm ready");
     }
@@ -89,12 +95,18 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
                 let seen = Instant::now();
                 let mut guard = guard?;
                 let mut learnt = false;
-                while let Some(item) = guard.get_inner_mut().next() {
+                let mut handled = 0;
+                while handled < LEARN_EVENTS_PER_TURN {
+                    let Some(item) = guard.get_inner_mut().next() else {
+                        // Drained: wait for the kernel to say there is more.
+                        guard.clear_ready();
+                        break;
+                    };
                     if let Some(event) = learn_event(&item) {
                         learnt |= rec.learn(&event);
                     }
+                    handled += 1;
                 }
-                guard.clear_ready();
                 if learnt {
                     pass(&mut rec, Pass::Event, seen, &mut live).await;
                 }
@@ -117,12 +129,8 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     }
     tracing::info!("removing the datapath");
     let removed = teardown::remove(rec.config(), &nl).await?;
-    tracing::info!(
-        hooks = removed.hooks.len(),
-        pins = removed.pins,
-        links = ?removed.links,
-        "datapath removed"
-    );
+    let hooks: Vec<String> = removed.hooks.iter().map(ToString::to_string).collect();
+    tracing::info!(hooks = ?hooks, pins = removed.pins, links = ?removed.links, "datapath removed");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -139,9 +147,9 @@ fn learn_event(item: &[u8]) -> Option<mvbridge_common::maps::LearnEvent> {
 /// One pass, logged: what changed, how long after the trigger, and which
 /// VMs went live or away.
 async fn pass(rec: &mut Reconciler, kind: Pass, since: Instant, live: &mut Vec<(String, u32)>) {
-    match rec.reconcile(kind).await {
+    match rec.pass(kind).await {
         Ok(out) => {
-            let now = rec.present_vms();
+            let now = rec.live_vms();
             let took = since.elapsed().as_micros() as u64;
             for (vm, ifindex) in now.iter().filter(|v| !live.contains(v)) {
                 tracing::info!(vm = %vm, tap = %format!("/dev/tap{ifindex}"), reaction_us = took, "vm ready");
@@ -149,18 +157,23 @@ async fn pass(rec: &mut Reconciler, kind: Pass, since: Instant, live: &mut Vec<(
             for (vm, _) in live.iter().filter(|v| !now.contains(v)) {
                 tracing::info!(vm = %vm, reaction_us = took, "vm gone");
             }
-            if out.changed_entries > 0 || !out.attached.is_empty() || !out.created.is_empty() {
+            if out.changed_anything() {
+                let attached: Vec<String> = out.attached.iter().map(ToString::to_string).collect();
                 tracing::info!(
                     entries = out.changed_entries,
-                    attached = ?out.attached,
+                    attached = ?attached,
                     created = ?out.created,
+                    deleted = ?out.deleted,
                     reaction_us = took,
                     "datapath updated"
                 );
             }
             *live = now;
         }
-        Err(e) => tracing::error!("reconcile failed (retrying on the next change): {e:#}"),
+        Err(e) => tracing::error!(
+            "reconcile failed (retrying on the next change): {}",
+            crate::errno::chain(&e)
+        ),
     }
 }
 
@@ -170,11 +183,10 @@ async fn reload(
     shared: &Arc<RwLock<Config>>,
     live: &mut Vec<(String, u32)>,
 ) {
-    notify::send("RELOADING=1");
-    let loaded = Config::load(config_path).map_err(anyhow::Error::from);
-    let applied = match loaded {
+    notify::reloading();
+    let applied = match Config::load(config_path) {
         Ok(new) => rec.reload(new).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     match applied {
         Ok(_) => {
@@ -183,14 +195,17 @@ async fn reload(
             }
             tracing::info!(config = %config_path.display(), "config reloaded");
             *live = {
-                let now = rec.present_vms();
+                let now = rec.live_vms();
                 for (vm, ifindex) in now.iter().filter(|v| !live.contains(v)) {
                     tracing::info!(vm = %vm, tap = %format!("/dev/tap{ifindex}"), "vm ready");
                 }
                 now
             };
         }
-        Err(e) => tracing::error!("reload rejected, the running config stays: {e:#}"),
+        Err(e) => tracing::error!(
+            "reload rejected, the running config stays: {}",
+            crate::errno::chain(&e)
+        ),
     }
     notify::send("READY=1");
 }
@@ -198,7 +213,7 @@ async fn reload(
 pub async fn down(config_path: &Path) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     preflight::privileges("down")?;
-    let nl = Netlink::connect().context("opening rtnetlink")?;
+    let nl = Netlink::connect()?;
     if let Some(pid) = PidFile::running(&config.pidfile) {
         anyhow::bail!(
             "mvbridge is running (pid {pid}); stop it first, or it would put everything back"
@@ -208,10 +223,11 @@ pub async fn down(config_path: &Path) -> Result<ExitCode> {
     if removed.is_empty() {
         println!("nothing to remove");
     } else {
+        let hooks: Vec<String> = removed.hooks.iter().map(ToString::to_string).collect();
         println!(
             "removed {} hooks ({}), {} pins, links: {}",
-            removed.hooks.len(),
-            removed.hooks.join(", "),
+            hooks.len(),
+            hooks.join(", "),
             removed.pins,
             if removed.links.is_empty() {
                 "none".to_owned()

@@ -2,7 +2,8 @@
 
 use std::error::Error;
 
-/// The first OS error code found along the error's source chain.
+/// The first OS error code found along the error's source chain (an I/O
+/// error's, or the code of a netlink error message).
 pub fn of(err: &(dyn Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn Error + 'static)> = Some(err);
     while let Some(e) = cur {
@@ -11,12 +12,15 @@ pub fn of(err: &(dyn Error + 'static)) -> Option<i32> {
         {
             return Some(code);
         }
+        if let Some(rtnetlink::Error::NetlinkError(msg)) = e.downcast_ref::<rtnetlink::Error>() {
+            return Some(-msg.raw_code());
+        }
         cur = e.source();
     }
     None
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line, for logs and status fields.
 pub fn chain(err: &(dyn Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
@@ -43,5 +47,8 @@ mod tests {
         });
         assert_eq!(of(&e), Some(libc::E2BIG));
         assert!(chain(&e).contains("Argument list too long"));
+        let boxed = crate::error::Error::bpf("adding 203.0.113.5", e);
+        assert_eq!(boxed.errno(), Some(libc::E2BIG));
+        assert!(boxed.to_string().contains("the table is full"));
     }
 }

@@ -58,7 +58,8 @@ async fn serve(mut stream: TcpStream, config: &Config, nl: &Netlink) -> Result<(
     let mut first = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
     let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path == "/") {
-        let report = report::collect(config, nl).await?;
+        let mut observer = crate::world::Observer::new(nl.clone());
+        let report = report::collect(config, &mut observer).await?;
         ("200 OK", CONTENT_TYPE, render(&report))
     } else {
         ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
@@ -130,7 +131,7 @@ pub fn render(r: &Report) -> String {
             o,
             "mvbridge_vm_live{{vm=\"{}\"}} {}",
             label(&v.name),
-            u8::from(v.state == "live")
+            u8::from(v.status.is_live())
         );
     }
     let _ = writeln!(o, "# TYPE mvbridge_vm_packets counter");

@@ -1,4 +1,6 @@
-//! What mvbridge asks of rtnetlink: links, their attributes and addresses.
+//! What mvbridge asks of rtnetlink: links and their attributes, the
+//! uplink's addresses, routers and neighbours; creating, changing and
+//! deleting the links it owns.
 
 use std::net::IpAddr;
 
@@ -9,57 +11,15 @@ use rtnetlink::packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoMacVlan, InfoMacVtap, LinkAttribute,
     LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, LinkMacVlan, LinkMacVtap, LinkUnspec};
-use thiserror::Error;
+
+use crate::error::{Error, Result};
 
 pub type Mac = [u8; 6];
-
-/// A kernel refusal, with the errno kept so callers can explain it.
-#[derive(Debug, Error)]
-#[error("{what}: {reason}")]
-pub struct NetlinkError {
-    pub what: String,
-    pub errno: Option<i32>,
-    pub reason: String,
-}
-
-impl NetlinkError {
-    fn new(what: impl Into<String>, err: rtnetlink::Error) -> Self {
-        let errno = match &err {
-            rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
-            _ => None,
-        };
-        let reason = match errno {
-            Some(code) => {
-                let io = std::io::Error::from_raw_os_error(code);
-                format!("{io} ({})", errno_name(code))
-            }
-            None => err.to_string(),
-        };
-        NetlinkError {
-            what: what.into(),
-            errno,
-            reason,
-        }
-    }
-}
-
-fn errno_name(code: i32) -> &'static str {
-    match code {
-        libc::EPERM => "EPERM: needs CAP_NET_ADMIN",
-        libc::ENODEV => "ENODEV",
-        libc::EEXIST => "EEXIST",
-        libc::EINVAL => "EINVAL",
-        libc::EADDRINUSE => "EADDRINUSE: another link on this device uses that MAC",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EOPNOTSUPP => "EOPNOTSUPP: the kernel lacks this link type",
-        libc::ERANGE => "ERANGE",
-        libc::EBUSY => "EBUSY",
-        _ => "errno",
-    }
-}
-
-pub type Result<T> = std::result::Result<T, NetlinkError>;
 
 /// The attributes of a link mvbridge cares about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +35,8 @@ pub struct Link {
     pub macvlan_mode: Option<MacVlanMode>,
     pub alias: Option<String>,
     pub up: bool,
+    /// Receives every multicast group (`IFF_ALLMULTI`).
+    pub allmulti: bool,
 }
 
 impl Link {
@@ -88,6 +50,7 @@ impl Link {
             macvlan_mode: None,
             alias: None,
             up: m.header.flags.contains(LinkFlags::Up),
+            allmulti: m.header.flags.contains(LinkFlags::Allmulti),
         };
         for attr in &m.attributes {
             match attr {
@@ -124,7 +87,15 @@ impl Link {
     }
 }
 
-/// A connection to rtnetlink in the caller's network namespace.
+/// An address on the wire the host relies on: a router it sends through,
+/// or a neighbour it has resolved (with the MAC it resolved it to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub addr: IpAddr,
+    pub mac: Option<Mac>,
+}
+
+/// A connection to rtnetlink in the network namespace it was made in.
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
@@ -132,16 +103,20 @@ pub struct Netlink {
 
 impl Netlink {
     /// Opens the connection; its worker runs on the current tokio runtime.
-    pub fn connect() -> std::io::Result<Netlink> {
-        let (conn, handle, _) = rtnetlink::new_connection()?;
+    pub fn connect() -> Result<Netlink> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("opening rtnetlink", e))?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
 
     /// A connection into network namespace `name`: the socket is made
-    /// there and stays there.
-    pub fn connect_in(name: &str) -> std::io::Result<Netlink> {
-        let (conn, handle, _) = crate::netns::InNetns::run(Some(name), rtnetlink::new_connection)??;
+    /// there and stays there (and keeps that namespace alive while it
+    /// exists).
+    pub fn connect_in(name: &str) -> Result<Netlink> {
+        let made = crate::netns::InNetns::run(Some(name), rtnetlink::new_connection)?;
+        let (conn, handle, _) =
+            made.map_err(|e| Error::io(format!("opening rtnetlink in netns {name:?}"), e))?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -158,8 +133,8 @@ impl Netlink {
         match found {
             Ok(m) => Ok(m.as_ref().map(Link::from_message)),
             Err(e) => {
-                let e = NetlinkError::new(format!("looking up link {name}"), e);
-                if e.errno == Some(libc::ENODEV) {
+                let e = Error::netlink(format!("looking up link {name}"), e);
+                if e.errno() == Some(libc::ENODEV) {
                     Ok(None)
                 } else {
                     Err(e)
@@ -176,7 +151,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|e| NetlinkError::new("listing links", e))?;
+            .map_err(|e| Error::netlink("listing links", e))?;
         Ok(msgs.iter().map(Link::from_message).collect())
     }
 
@@ -193,7 +168,7 @@ impl Netlink {
             .add(b.build())
             .execute()
             .await
-            .map_err(|e| NetlinkError::new(format!("creating macvlan {name}"), e))?;
+            .map_err(|e| Error::netlink(format!("creating macvlan {name}"), e))?;
         self.created(name).await
     }
 
@@ -208,27 +183,32 @@ impl Netlink {
             .add(msg)
             .execute()
             .await
-            .map_err(|e| NetlinkError::new(format!("creating macvtap {name}"), e))?;
+            .map_err(|e| Error::netlink(format!("creating macvtap {name}"), e))?;
         self.created(name).await
     }
 
     async fn created(&self, name: &str) -> Result<Link> {
-        self.link_by_name(name).await?.ok_or_else(|| NetlinkError {
-            what: format!("creating {name}"),
-            errno: None,
-            reason: "the link vanished right after it was created".into(),
+        self.link_by_name(name).await?.ok_or_else(|| {
+            Error::Unfit(format!(
+                "link {name} vanished right after mvbridge created it"
+            ))
         })
     }
 
-    /// Marks a link as mvbridge's (the alias survives the daemon).
-    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index).alias(alias).build();
+    async fn change(&self, index: u32, doing: String, msg: LinkMessage) -> Result<()> {
         self.handle
             .link()
             .change(msg)
             .execute()
             .await
-            .map_err(|e| NetlinkError::new(format!("setting the alias of link {index}"), e))
+            .map_err(|e| Error::netlink(format!("{doing} (link {index})"), e))
+    }
+
+    /// Marks a link as mvbridge's (the alias survives the daemon).
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).alias(alias).build();
+        self.change(index, format!("setting alias {alias:?}"), msg)
+            .await
     }
 
     /// No IPv6 address generation: no link-local address, hence no DAD,
@@ -241,9 +221,15 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(index)
             .append_extra_attribute(agm)
             .build();
-        self.handle.link().change(msg).execute().await.map_err(|e| {
-            NetlinkError::new(format!("turning off IPv6 addresses on link {index}"), e)
-        })
+        self.change(index, "turning off IPv6 addresses".into(), msg)
+            .await
+    }
+
+    /// Lets every multicast group through the link (`IFF_ALLMULTI`).
+    pub async fn set_allmulticast(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).allmulticast(true).build();
+        self.change(index, "letting all multicast through".into(), msg)
+            .await
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
@@ -253,7 +239,7 @@ impl Netlink {
             .set(msg)
             .execute()
             .await
-            .map_err(|e| NetlinkError::new(format!("bringing link {index} up"), e))
+            .map_err(|e| Error::netlink(format!("bringing link {index} up"), e))
     }
 
     pub async fn delete(&self, index: u32) -> Result<()> {
@@ -262,20 +248,28 @@ impl Netlink {
             .del(index)
             .execute()
             .await
-            .map_err(|e| NetlinkError::new(format!("deleting link {index}"), e))
+            .map_err(|e| Error::netlink(format!("deleting link {index}"), e))
     }
 
-    /// The addresses of a link that are its own: global IPv4 and IPv6,
-    /// and IPv6 link-local (neighbours on the segment use that one too).
-    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
+    async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>> {
         let req = self.handle.address().get().set_link_index_filter(index);
         let msgs: Vec<AddressMessage> = req
             .execute()
             .try_collect()
             .await
-            .map_err(|e| NetlinkError::new(format!("listing addresses of link {index}"), e))?;
+            .map_err(|e| Error::netlink(format!("listing addresses of link {index}"), e))?;
+        // The filter is applied by the kernel on recent versions only.
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.index == index)
+            .collect())
+    }
+
+    /// The addresses of a link that are its own: global IPv4 and IPv6,
+    /// and IPv6 link-local (neighbours on the segment use that one too).
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
         let mut out = Vec::new();
-        for m in msgs {
+        for m in self.address_messages(index).await? {
             let scope_ok = match m.header.family {
                 AddressFamily::Inet => m.header.scope == AddressScope::Universe,
                 AddressFamily::Inet6 => {
@@ -283,20 +277,122 @@ impl Netlink {
                 }
                 _ => false,
             };
-            if m.header.index != index || !scope_ok {
-                continue;
+            if scope_ok {
+                out.extend(own_address(&m));
             }
-            // IPv4 carries the local address in IFA_LOCAL, IPv6 in IFA_ADDRESS.
-            let addr = m
-                .attributes
-                .iter()
-                .find_map(|a| match (a, m.header.family) {
-                    (AddressAttribute::Local(ip), AddressFamily::Inet) => Some(*ip),
-                    (AddressAttribute::Address(ip), AddressFamily::Inet6) => Some(*ip),
-                    _ => None,
-                });
-            out.extend(addr);
         }
         Ok(out)
     }
+
+    /// Removes every IPv6 address of a link (a VM's: the host has no
+    /// business speaking there). Returns what it removed.
+    pub async fn remove_ipv6_addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
+        let mut removed = Vec::new();
+        for m in self.address_messages(index).await? {
+            if m.header.family != AddressFamily::Inet6 {
+                continue;
+            }
+            let addr = own_address(&m);
+            self.handle
+                .address()
+                .del(m)
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(format!("removing an address of link {index}"), e))?;
+            removed.extend(addr);
+        }
+        Ok(removed)
+    }
+
+    /// The routers the host sends through on link `index` (gateways of
+    /// its routes there) and the neighbours it has resolved there.
+    pub async fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut req = RouteMessage::default();
+            req.header.address_family = family;
+            let routes: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(req)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| Error::netlink("listing routes", e))?;
+            out.extend(routes.iter().filter_map(|r| gateway_on(r, index)));
+        }
+        let entries: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| Error::netlink("listing neighbours", e))?;
+        out.extend(entries.iter().filter_map(|n| resolved_on(n, index)));
+        Ok(out)
+    }
+}
+
+/// IPv4 carries the local address in IFA_LOCAL, IPv6 in IFA_ADDRESS.
+fn own_address(m: &AddressMessage) -> Option<IpAddr> {
+    m.attributes
+        .iter()
+        .find_map(|a| match (a, m.header.family) {
+            (AddressAttribute::Local(ip), AddressFamily::Inet) => Some(*ip),
+            (AddressAttribute::Address(ip), AddressFamily::Inet6) => Some(*ip),
+            _ => None,
+        })
+}
+
+/// The gateway of a route out of link `index`, if it has one.
+fn gateway_on(r: &RouteMessage, index: u32) -> Option<Neighbour> {
+    let oif = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    });
+    if oif != Some(index) {
+        return None;
+    }
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(v4)) => Some(Neighbour {
+            addr: IpAddr::V4(*v4),
+            mac: None,
+        }),
+        RouteAttribute::Gateway(RouteAddress::Inet6(v6)) => Some(Neighbour {
+            addr: IpAddr::V6(*v6),
+            mac: None,
+        }),
+        _ => None,
+    })
+}
+
+/// A neighbour entry on link `index` that resolved to a MAC.
+fn resolved_on(n: &NeighbourMessage, index: u32) -> Option<Neighbour> {
+    let resolved = matches!(
+        n.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+    );
+    if n.header.ifindex != index || !resolved {
+        return None;
+    }
+    let mut addr = None;
+    let mut mac = None;
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                addr = Some(IpAddr::V4(*v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                addr = Some(IpAddr::V6(*v6))
+            }
+            NeighbourAttribute::LinkLayerAddress(l) => mac = l.as_slice().try_into().ok(),
+            _ => {}
+        }
+    }
+    Some(Neighbour { addr: addr?, mac })
 }

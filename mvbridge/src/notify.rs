@@ -23,3 +23,20 @@ pub fn send(state: &str) {
         tracing::warn!("cannot notify systemd ({path}): {e}");
     }
 }
+
+/// A reload begins. systemd 253 and later match the reload to the request
+/// by the monotonic clock (`Type=notify-reload` requires it; older ones
+/// ignore the field).
+pub fn reloading() {
+    send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}

@@ -1,35 +1,40 @@
 //! What `status` prints and the metrics endpoint serves: hooks, VMs with
-//! their addresses and counters, paths and drop reasons, all read from the
-//! kernel (pins, TCX queries, netlink), never from the daemon's memory.
+//! their addresses and counters, paths and drop reasons. Built from the
+//! same look at the world and the same plan as the daemon's loop, plus
+//! what the kernel says is attached and counted; never from the daemon's
+//! memory.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use anyhow::Result;
-use mvbridge_common::maps::{ENDPOINT_HOST, ENDPOINT_VM, Endpoint, VmCounters};
+use mvbridge_common::maps::{Counter, ENDPOINT_VM, Endpoint, VmCounters};
 use serde::Serialize;
 
 use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr};
-use crate::datapath::{self, Role};
-use crate::netlink::Netlink;
-use crate::netns::InNetns;
-use crate::observe::{self, VmLinkState};
-use crate::tables::{Tables, name_key};
+use crate::datapath::Role;
+use crate::error::Result;
+use crate::hooks::{self, HookKey, LinkAt};
+use crate::learning::Learnt;
+use crate::maps::PinnedMaps;
+use crate::plan::{self, VmPlan, VmState};
+use crate::world::Observer;
 
 #[derive(Serialize)]
 pub struct Report {
+    /// Every hook the plan wants is attached.
     pub attached: bool,
     pub uplink: String,
-    pub hooks: Vec<Hook>,
+    pub hooks: Vec<HookRow>,
     pub host_addresses: Vec<IpAddr>,
     pub vms: Vec<VmRow>,
     pub paths: Vec<PathRow>,
     pub drops: Vec<DropRow>,
+    /// What the plan finds wrong (as the daemon logs it).
+    pub problems: Vec<String>,
 }
 
 #[derive(Serialize)]
-pub struct Hook {
+pub struct HookRow {
     pub interface: String,
     pub role: &'static str,
     pub program: &'static str,
@@ -38,12 +43,48 @@ pub struct Hook {
     pub problem: Option<String>,
 }
 
+/// A VM's state as a user sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum VmStatus {
+    /// Its link is present and fits, and its hook is attached: steered.
+    Live,
+    /// No link: the VM is not running.
+    Absent,
+    /// A link matches it but does not fit: why.
+    Unfit { reason: String },
+    /// Its link is fit but not hooked (yet): the daemon has not seen it,
+    /// or is not running.
+    Unsteered { reason: String },
+}
+
+impl VmStatus {
+    pub fn is_live(&self) -> bool {
+        *self == VmStatus::Live
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            VmStatus::Live => "live",
+            VmStatus::Absent => "absent",
+            VmStatus::Unfit { .. } => "unfit",
+            VmStatus::Unsteered { .. } => "unsteered",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            VmStatus::Unfit { reason } | VmStatus::Unsteered { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct VmRow {
     pub name: String,
-    /// "live" (macvtap present and hooked), "absent" (VM not running) or
-    /// the reason its link does not fit.
-    pub state: String,
+    #[serde(flatten)]
+    pub status: VmStatus,
     pub interface: Option<String>,
     pub ifindex: Option<u32>,
     pub mac: Option<String>,
@@ -55,8 +96,11 @@ pub struct VmRow {
 #[derive(Serialize)]
 pub struct AddressRow {
     pub address: IpAddr,
-    /// "config" or "learnt".
+    /// "config", "learnt" or "derived" (the link-local address of the
+    /// VM's MAC).
     pub source: &'static str,
+    /// The datapath's tables hold it for this VM.
+    pub steered: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -89,7 +133,7 @@ pub struct DropRow {
     pub description: &'static str,
 }
 
-fn traffic(c: mvbridge_common::maps::Counter) -> Traffic {
+fn traffic(c: Counter) -> Traffic {
     Traffic {
         packets: c.packets,
         bytes: c.bytes,
@@ -106,136 +150,168 @@ fn vm_traffic(c: VmCounters) -> VmTraffic {
     }
 }
 
-pub async fn collect(config: &Config, nl: &Netlink) -> Result<Report> {
+pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report> {
     let pins = PinDir::new(&config.bpffs);
-    let links = nl.links().await?;
-    let uplink = links.iter().find(|l| l.name == config.uplink);
-    let tables = Tables::open(&pins).ok();
-
-    // Both address tables as one list of (address, endpoint).
-    let entries: Vec<(IpAddr, Endpoint)> = tables.as_ref().map(Tables::entries).unwrap_or_default();
-    let mut host_addresses: Vec<IpAddr> = entries
-        .iter()
-        .filter(|(_, e)| e.kind == ENDPOINT_HOST)
-        .map(|(a, _)| *a)
-        .collect();
-    host_addresses.sort();
-
-    let mut hooks = vec![hook(&pins, &config.uplink, Role::Uplink, None)];
-    hooks.push(hook(&pins, &config.shim.name, Role::Shim, None));
-    hooks.push(hook(&pins, &config.shim.name, Role::ShimIn, None));
-    let slots = tables.as_ref().map(|t| t.slots()).unwrap_or_default();
-    let mut vms = Vec::new();
-    for vm in &config.vms {
-        let theirs = match &vm.netns {
-            None => Ok(links.clone()),
-            Some(ns) => match Netlink::connect_in(ns) {
-                Ok(there) => there.links().await.map_err(anyhow::Error::from),
-                Err(e) => Err(e.into()),
-            },
-        };
-        let state = match (uplink, theirs) {
-            (Some(u), Ok(theirs)) => observe::vm_link(vm, &theirs, u),
-            (Some(_), Err(e)) => VmLinkState::Unfit(format!("netns: {e:#}")),
-            (None, _) => VmLinkState::Absent,
-        };
-        let link = match &state {
-            VmLinkState::Present(l) => Some(l.clone()),
-            _ => None,
-        };
-        if let Some(l) = &link {
-            hooks.push(hook(&pins, &l.name, Role::Vm, vm.netns.as_deref()));
-        }
-        let slot = slots.get(&name_key(&vm.name)).copied();
-        let configured: BTreeSet<IpAddr> = vm.addresses.iter().copied().collect();
-        let mut addresses: Vec<AddressRow> = entries
-            .iter()
-            .filter(|(_, e)| e.kind == ENDPOINT_VM && link.is_some() && Some(e.vm) == slot)
-            .map(|(a, _)| AddressRow {
-                address: *a,
-                source: if configured.contains(a) {
-                    "config"
-                } else {
-                    "learnt"
-                },
-            })
-            .collect();
-        addresses.sort_by_key(|a| a.address);
-        let counters = match (&tables, slot) {
-            (Some(t), Some(slot)) => vm_traffic(t.vm_counters(slot)),
-            _ => VmTraffic::default(),
-        };
-        vms.push(VmRow {
-            name: vm.name.clone(),
-            state: match &state {
-                VmLinkState::Present(_) => "live".to_owned(),
-                VmLinkState::Absent => "absent".to_owned(),
-                VmLinkState::Unfit(why) => why.clone(),
-            },
-            interface: link
-                .as_ref()
-                .map(|l| l.name.clone())
-                .or(vm.interface.clone()),
-            ifindex: link.as_ref().map(|l| l.index),
-            mac: link
-                .as_ref()
-                .and_then(|l| l.mac)
-                .map(|m| MacAddr(m).to_string()),
-            tap: link.as_ref().map(|l| format!("/dev/tap{}", l.index)),
-            addresses,
-            counters,
-        });
-    }
-
-    let (paths, drops) = match &tables {
-        Some(t) => (
-            t.path_counters()
-                .into_iter()
-                .map(|(path, proto, c)| PathRow {
-                    path: path.name(),
-                    proto: proto.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                })
-                .collect(),
-            t.drop_counters()
-                .into_iter()
-                .map(|(r, count)| DropRow {
-                    reason: r.name(),
-                    count,
-                    description: r.describe(),
-                })
-                .collect(),
+    let maps = PinnedMaps::open(&pins).ok();
+    let world = observer.observe(config).await?;
+    let entries = maps.as_ref().map(PinnedMaps::entries).unwrap_or_default();
+    // What the running daemon learnt is in the tables: plan with it.
+    let learnt = maps
+        .as_ref()
+        .map(|m| Learnt::recover(config, m))
+        .unwrap_or_default();
+    // Without a plan (no uplink, say) there is still a report: what is
+    // pinned, what is counted, and why nothing is steered.
+    let planned = plan::plan(config, &world, &learnt);
+    let (wanted, problems, host) = match &planned {
+        Ok(p) => (p.hooks(config), p.all_problems(), p.host.clone()),
+        Err(e) => (
+            plan::base_hooks(config),
+            vec![e.to_string()],
+            config.host_addresses.clone().unwrap_or_default(),
         ),
+    };
+    let hooks: Vec<HookRow> = wanted.iter().map(|k| hook_row(&pins, k)).collect();
+    let hooked = |key: Option<HookKey>| {
+        key.and_then(|k| {
+            hooks
+                .iter()
+                .find(|h| h.interface == k.at.to_string() && h.role == k.role.name())
+        })
+        .is_some_and(|h| h.attached)
+    };
+    let vms = match &planned {
+        Ok(plan) => plan
+            .vms
+            .iter()
+            .map(|vm| vm_row(config, vm, hooked(vm.hook()), maps.as_ref(), &entries))
+            .collect(),
+        Err(_) => config
+            .vms
+            .iter()
+            .map(|vm| VmRow {
+                name: vm.name.clone(),
+                status: VmStatus::Absent,
+                interface: vm.interface.clone(),
+                ifindex: None,
+                mac: None,
+                tap: None,
+                addresses: Vec::new(),
+                counters: VmTraffic::default(),
+            })
+            .collect(),
+    };
+    let (paths, drops) = match &maps {
+        Some(m) => (path_rows(m), drop_rows(m)),
         None => (Vec::new(), Vec::new()),
     };
     Ok(Report {
-        attached: tables.is_some() && hooks.iter().all(|h| h.attached && h.pinned),
+        attached: maps.is_some() && hooks.iter().all(|h| h.attached && h.pinned),
         uplink: config.uplink.clone(),
         hooks,
-        host_addresses,
+        host_addresses: {
+            let mut h = host;
+            h.sort();
+            h
+        },
         vms,
         paths,
         drops,
+        problems,
     })
 }
 
-fn hook(pins: &PinDir, ifname: &str, role: Role, netns: Option<&str>) -> Hook {
-    let key = observe::hook_key(netns, ifname);
-    let pinned = pins.hook(role.name(), &key).exists();
-    let query = InNetns::run(netns, || datapath::attached_programs(ifname, role));
-    let query = query.map_err(|e| e.to_string()).and_then(|r| r);
-    let (attached, problem) = match query {
+fn vm_row(
+    config: &Config,
+    vm: &VmPlan,
+    hooked: bool,
+    maps: Option<&PinnedMaps>,
+    entries: &[(IpAddr, Endpoint)],
+) -> VmRow {
+    let status = match &vm.state {
+        VmState::Live(_) if hooked => VmStatus::Live,
+        VmState::Live(link) => VmStatus::Unsteered {
+            reason: format!(
+                "{} is there but has no {} hook yet (is the daemon running?)",
+                LinkAt::new(vm.netns.as_deref(), &link.name),
+                Role::Vm.program()
+            ),
+        },
+        VmState::Absent => VmStatus::Absent,
+        VmState::Unfit(why) => VmStatus::Unfit {
+            reason: why.clone(),
+        },
+    };
+    let link = vm.link();
+    let slot = maps.and_then(|m| m.slot_of(&vm.name));
+    let mut addresses: Vec<AddressRow> = vm
+        .addresses
+        .iter()
+        .map(|o| AddressRow {
+            address: o.addr,
+            source: o.origin.name(),
+            steered: entries
+                .iter()
+                .any(|(a, ep)| *a == o.addr && ep.kind == ENDPOINT_VM && Some(ep.vm) == slot),
+        })
+        .collect();
+    addresses.sort_by_key(|a| a.address);
+    let configured = config.vms.iter().find(|v| v.name == vm.name);
+    VmRow {
+        name: vm.name.clone(),
+        status,
+        interface: link
+            .map(|l| l.name.clone())
+            .or_else(|| configured.and_then(|v| v.interface.clone())),
+        ifindex: link.map(|l| l.index),
+        mac: link.and_then(|l| l.mac).map(|m| MacAddr(m).to_string()),
+        tap: link
+            .filter(|l| l.kind.as_deref() == Some("macvtap") && vm.netns.is_none())
+            .map(|l| format!("/dev/tap{}", l.index)),
+        addresses,
+        counters: match (maps, slot) {
+            (Some(m), Some(slot)) => vm_traffic(m.vm_counters(slot)),
+            _ => VmTraffic::default(),
+        },
+    }
+}
+
+fn path_rows(m: &PinnedMaps) -> Vec<PathRow> {
+    m.path_counters()
+        .into_iter()
+        .map(|(path, proto, c)| PathRow {
+            path: path.name(),
+            proto: proto.name(),
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+        .collect()
+}
+
+fn drop_rows(m: &PinnedMaps) -> Vec<DropRow> {
+    m.drop_counters()
+        .into_iter()
+        .map(|(r, count)| DropRow {
+            reason: r.name(),
+            count,
+            description: r.describe(),
+        })
+        .collect()
+}
+
+fn hook_row(pins: &PinDir, key: &HookKey) -> HookRow {
+    let pinned = pins.hook(key).exists();
+    let (attached, problem) = match hooks::programs_on(key) {
         Ok(progs) => {
-            let ours = progs.iter().any(|(_, name)| name == role.program());
+            let ours = progs.iter().any(|(_, name)| name == key.role.program());
             (ours, (!ours).then(|| "not attached".to_owned()))
         }
-        Err(e) => (false, Some(e)),
+        Err(e) => (false, Some(crate::errno::chain(&e))),
     };
-    Hook {
-        interface: key,
-        role: role.name(),
-        program: role.program(),
+    HookRow {
+        interface: key.at.to_string(),
+        role: key.role.name(),
+        program: key.role.program(),
         attached,
         pinned,
         problem,

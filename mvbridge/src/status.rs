@@ -10,12 +10,15 @@ use crate::config::Config;
 use crate::netlink::Netlink;
 use crate::preflight;
 use crate::report::{self, Report};
+use crate::world::Observer;
 
 pub async fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     preflight::privileges("status")?;
-    let nl = Netlink::connect().context("opening rtnetlink")?;
-    let report = report::collect(&config, &nl).await?;
+    let mut observer = Observer::new(Netlink::connect()?);
+    let report = report::collect(&config, &mut observer)
+        .await
+        .context("reading the datapath's state")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -37,7 +40,7 @@ fn print_human(r: &Report) {
             "NOT attached"
         }
     );
-    println!("\nhooks (egress):");
+    println!("\nhooks:");
     for h in &r.hooks {
         let state = match (&h.problem, h.pinned) {
             (None, true) => "attached".to_owned(),
@@ -60,15 +63,12 @@ fn print_human(r: &Report) {
         let addrs: Vec<String> = v
             .addresses
             .iter()
-            .map(|a| {
-                if a.source == "learnt" {
-                    format!("{} (learnt)", a.address)
-                } else {
-                    a.address.to_string()
-                }
+            .map(|a| match a.source {
+                "config" => a.address.to_string(),
+                other => format!("{} ({other})", a.address),
             })
             .collect();
-        let state = if v.state.len() > 8 { "unfit" } else { &v.state };
+        let state = v.status.name();
         println!(
             "  {:<12} {:<8} {:<16} {:<18} {:<12} {}",
             v.name,
@@ -82,8 +82,8 @@ fn print_human(r: &Report) {
                 addrs.join(", ")
             }
         );
-        if state == "unfit" {
-            println!("  {:<12} {}", "", v.state);
+        if let Some(why) = v.status.reason() {
+            println!("  {:<12} {why}", "");
         }
     }
     println!("\nper-VM traffic (packets):");
@@ -116,6 +116,12 @@ fn print_human(r: &Report) {
     }
     println!("\ndrops:");
     for d in &r.drops {
-        println!("  {:<15} {:>10}  {}", d.reason, d.count, d.description);
+        println!("  {:<19} {:>10}  {}", d.reason, d.count, d.description);
+    }
+    if !r.problems.is_empty() {
+        println!("\nproblems:");
+        for p in &r.problems {
+            println!("  {p}");
+        }
     }
 }

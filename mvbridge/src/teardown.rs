@@ -1,19 +1,21 @@
 //! Removing everything mvbridge put into the kernel, from the daemon at
 //! exit or from `mvbridge down` in another process, even after a crash:
-//! hooks and maps are found through their pins, links through their alias.
+//! hooks and maps are found through their pins (every layout's), links
+//! through their alias.
 
-use anyhow::Result;
+use std::path::Path;
 
 use crate::bpffs::PinDir;
 use crate::config::Config;
-use crate::datapath;
+use crate::error::{Error, Result};
+use crate::hooks::{self, HookKey};
 use crate::netlink::Netlink;
-use crate::observe;
+use crate::plan;
 
 /// What was removed, for the log and for `down`'s report.
 #[derive(Debug, Default)]
 pub struct Removed {
-    pub hooks: Vec<String>,
+    pub hooks: Vec<HookKey>,
     pub pins: usize,
     pub links: Vec<String>,
 }
@@ -31,18 +33,21 @@ pub async fn remove(config: &Config, nl: &Netlink) -> Result<Removed> {
 
     // Hooks first, the uplink's before the others, so steering stops
     // before the links it points to go away.
-    let mut hooks = pins.hooks()?;
-    hooks.sort_by_key(|(_, role, ifname)| (role != "uplink", ifname.clone()));
-    for (path, _, ifname) in &hooks {
-        match datapath::detach(path) {
-            Ok(true) => removed.hooks.push(ifname.clone()),
+    let mut found = pins.hooks();
+    found.sort_by_key(|(key, _)| (key.role != crate::datapath::Role::Uplink, key.clone()));
+    for (key, path) in found {
+        match hooks::detach(&path) {
+            Ok(true) => removed.hooks.push(key),
             Ok(false) => {}
-            Err(e) => problems.push(format!("detaching {ifname}: {e}")),
+            Err(e) => problems.push(crate::errno::chain(&e)),
         }
     }
-    for path in pins.entries()? {
-        match std::fs::remove_file(&path) {
-            Ok(()) => removed.pins += 1,
+    for path in pins
+        .entries()
+        .map_err(|e| Error::io("listing the pin directory", e))?
+    {
+        match remove_pin(&path) {
+            Ok(n) => removed.pins += n,
             Err(e) => problems.push(format!("removing {}: {e}", path.display())),
         }
     }
@@ -55,17 +60,36 @@ pub async fn remove(config: &Config, nl: &Netlink) -> Result<Removed> {
         .map(|l| l.index);
     for link in &links {
         let on_uplink = uplink.is_some() && link.lower == uplink;
-        if observe::is_ours(link) && on_uplink {
+        if plan::is_ours(link) && on_uplink {
             match nl.delete(link.index).await {
                 Ok(()) => removed.links.push(link.name.clone()),
-                Err(e) if e.errno == Some(libc::ENODEV) => {}
-                Err(e) => problems.push(e.to_string()),
+                Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                Err(e) => problems.push(crate::errno::chain(&e)),
             }
         }
     }
     if problems.is_empty() {
         Ok(removed)
     } else {
-        anyhow::bail!("could not remove everything: {}", problems.join("; "))
+        Err(Error::Unfit(format!(
+            "could not remove everything: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Removes a pin, or a layout's directory of pins; how many pins went.
+fn remove_pin(path: &Path) -> std::io::Result<usize> {
+    if path.is_dir() {
+        let mut n = 0;
+        for e in std::fs::read_dir(path)? {
+            std::fs::remove_file(e?.path())?;
+            n += 1;
+        }
+        std::fs::remove_dir(path)?;
+        Ok(n)
+    } else {
+        std::fs::remove_file(path)?;
+        Ok(1)
     }
 }

@@ -123,7 +123,7 @@ impl World {
     /// (c) mvbridge with the same two kernel guests, plus a macvtap guest
     /// on the guest emulator (vnet headers, offloads).
     pub fn mvbridge() -> Result<World> {
-        let mut specs = crate::lab::seed_vms();
+        let mut specs = crate::lab::public_vms();
         specs.retain(|s| s.key == "a");
         let mut m = specs.remove(0);
         m.key = "cm";

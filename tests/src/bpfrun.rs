@@ -10,13 +10,21 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 use aya::programs::{TestRun, TestRunOptions};
 use mvbridge::bpffs::{self, PinDir};
+use mvbridge::config::Config;
+use mvbridge::contents::Contents;
 use mvbridge::datapath::{Datapath, Role};
-use mvbridge::desired::{Desired, VmEntry};
+use mvbridge::learning::Learnt;
+use mvbridge::maps::PinnedMaps;
 use mvbridge::netlink::{Link, Netlink};
-use mvbridge::tables::Tables;
+use mvbridge::netns::NetnsId;
+use mvbridge::plan;
+use mvbridge::world::{Namespace, Observer, World};
 use mvbridge_common::stats::{DropReason, Path as StatPath, Proto};
 
 const SHIM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0f];
+/// The namespace a bridged bench VM is planned in (its link stays in the
+/// bench's: the programs see no namespaces).
+const BRIDGED_NS: &str = "bench-bridged";
 
 /// `TC_ACT_UNSPEC` (pass on), `TC_ACT_SHOT`, `TC_ACT_REDIRECT`.
 pub const PASS: i32 = -1;
@@ -27,13 +35,13 @@ pub const REDIRECT: i32 = 7;
 /// thread inside the namespace that holds the links.
 pub struct Bench {
     datapath: Datapath,
-    pub tables: Tables,
+    pub maps: PinnedMaps,
     pub links: BTreeMap<String, Link>,
-    /// The host's addresses, as read from the uplink.
-    host: Vec<IpAddr>,
+    /// The namespace as the daemon would see it.
+    world: World,
 }
 
-/// A VM for the bench's tables: its macvtap's name, slot, addresses and
+/// A VM for the bench's tables: its link's name, slot, addresses and
 /// whether it learns.
 pub struct BenchVm<'a> {
     pub interface: &'a str,
@@ -47,33 +55,34 @@ pub struct BenchVm<'a> {
 
 impl Bench {
     /// Loads the programs with their maps pinned under `bpffs`, and fills
-    /// the tables for `uplink` (host addresses read from it) and `vms`.
+    /// the tables as the daemon's plan would for `uplink` (host addresses,
+    /// routers and neighbours read from it) and `vms`.
     pub fn new(bpffs_dir: &Path, uplink: &str, vms: &[BenchVm<'_>]) -> Result<Bench> {
         let pins = PinDir::new(bpffs_dir);
         bpffs::ensure(&pins.dir)?;
+        std::fs::create_dir_all(pins.maps())?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (links, host) = rt.block_on(async {
-            let nl = Netlink::connect()?;
-            let links = nl.links().await?;
-            let up = links
-                .iter()
-                .find(|l| l.name == uplink)
-                .ok_or_else(|| anyhow!("no {uplink}"))?;
-            let host = nl.addresses(up.index).await?;
-            Ok::<_, anyhow::Error>((links, host))
+        let config =
+            Config::parse(&format!("uplink = \"{uplink}\"\n")).map_err(|e| anyhow!("{e:?}"))?;
+        let world = rt.block_on(async {
+            let mut observer = Observer::new(Netlink::connect()?);
+            Ok::<_, anyhow::Error>(observer.observe(&config).await?)
         })?;
-        let links: BTreeMap<String, Link> =
-            links.into_iter().map(|l| (l.name.clone(), l)).collect();
-        let datapath = Datapath::load(&pins, false)?;
-        Tables::create_slots(&pins).map_err(anyhow::Error::msg)?;
-        let tables = Tables::open(&pins).map_err(anyhow::Error::msg)?;
+        let links: BTreeMap<String, Link> = world
+            .links
+            .iter()
+            .map(|l| (l.name.clone(), l.clone()))
+            .collect();
+        let datapath = Datapath::load(&pins.maps(), false)?;
+        PinnedMaps::create_slots(&pins)?;
+        let maps = PinnedMaps::open(&pins)?;
         let mut bench = Bench {
             datapath,
-            tables,
+            maps,
             links,
-            host,
+            world,
         };
         bench.fill(uplink, vms)?;
         Ok(bench)
@@ -99,7 +108,7 @@ impl Bench {
         let mut ctx = [0u8; 192];
         ctx[40..44].copy_from_slice(&self.ifindex(ifname).to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 256];
-        let prog = self.datapath.program(role).map_err(anyhow::Error::msg)?;
+        let prog = self.datapath.program(role)?;
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -132,10 +141,9 @@ impl Bench {
         ctx[40..44].copy_from_slice(&self.ifindex(ifname).to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 256];
         let prog = match role {
-            Some(r) => self.datapath.program(r),
-            None => self.datapath.baseline(),
-        }
-        .map_err(anyhow::Error::msg)?;
+            Some(r) => self.datapath.program(r)?,
+            None => self.datapath.baseline()?,
+        };
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -154,8 +162,42 @@ impl Bench {
         SHIM_MAC
     }
 
-    /// Replaces the tables with `host` addresses on the uplink and `vms`.
+    /// Replaces the tables with what the daemon's plan makes of `uplink`
+    /// and `vms`, with the bench's slots.
     pub fn fill(&mut self, uplink: &str, vms: &[BenchVm<'_>]) -> Result<()> {
+        let mut config = format!("uplink = \"{uplink}\"\n");
+        let mut world = self.world.clone();
+        for v in vms {
+            let list: Vec<String> = v.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+            config.push_str(&format!(
+                "[[vm]]\nname = \"{0}\"\ninterface = \"{0}\"\naddresses = [{1}]\n",
+                v.interface,
+                list.join(", ")
+            ));
+            if v.learns {
+                config.push_str("learn = [\"0.0.0.0/0\"]\n");
+            }
+            if v.bridged {
+                config.push_str(&format!("netns = \"{BRIDGED_NS}\"\n"));
+                let link = self
+                    .links
+                    .get(v.interface)
+                    .context("no such VM link")?
+                    .clone();
+                world.links.retain(|l| l.index != link.index);
+                world.namespaces.insert(
+                    BRIDGED_NS.into(),
+                    Namespace::Seen {
+                        id: NetnsId { dev: 0, ino: 0 },
+                        links: vec![link],
+                    },
+                );
+            }
+        }
+        let config = Config::parse(&config).map_err(|e| anyhow!("bench config: {e:?}"))?;
+        let plan = plan::plan(&config, &world, &Learnt::default())?;
+        let problems = plan.all_problems();
+        anyhow::ensure!(problems.is_empty(), "the bench's plan: {problems:?}");
         let shim = Link {
             index: 0,
             name: "shim".into(),
@@ -165,26 +207,18 @@ impl Bench {
             macvlan_mode: None,
             alias: None,
             up: false,
+            allmulti: false,
         };
-        let entries: Vec<VmEntry<'_>> = vms
+        let slots: BTreeMap<String, u32> = vms
             .iter()
-            .map(|v| {
-                Ok(VmEntry {
-                    link: self.links.get(v.interface).context("no such VM link")?,
-                    addresses: v.addresses.to_vec(),
-                    slot: v.slot,
-                    learns: v.learns,
-                    bridged: v.bridged,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let desired = Desired::new(&self.links[uplink], &shim, &self.host, &entries);
-        self.tables.sync(&desired).map_err(anyhow::Error::msg)?;
+            .map(|v| (v.interface.to_owned(), v.slot))
+            .collect();
+        self.maps.sync(&Contents::new(&plan, &shim, &slots))?;
         Ok(())
     }
 
     pub fn path_packets(&self, path: StatPath, proto: Proto) -> u64 {
-        self.tables
+        self.maps
             .path_counters()
             .into_iter()
             .find(|(p, q, _)| *p == path && *q == proto)
@@ -193,7 +227,7 @@ impl Bench {
     }
 
     pub fn drops(&self, reason: DropReason) -> u64 {
-        self.tables
+        self.maps
             .drop_counters()
             .into_iter()
             .find(|(r, _)| *r == reason)

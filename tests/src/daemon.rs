@@ -243,3 +243,15 @@ pub fn vm_row<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::
         .find(|v| v["name"] == name)
         .unwrap_or_else(|| panic!("no VM {name} in {status}"))
 }
+
+/// The addresses of a VM's status row from `source` ("config", "learnt",
+/// "derived"; any when `None`) that the datapath steers for it.
+pub fn steered(row: &serde_json::Value, source: Option<&str>) -> Vec<String> {
+    row["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["steered"] == true && source.is_none_or(|s| a["source"] == s))
+        .filter_map(|a| a["address"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -1,4 +1,4 @@
-//! The seed's hosting setup, rebuilt in network namespaces:
+//! A hosted server's setup, rebuilt in network namespaces:
 //!
 //! ```text
 //!  inet 198.51.100.10, 2001:db8:ffff::10
@@ -63,7 +63,7 @@ pub struct VmSpec {
     pub kernel: bool,
 }
 
-pub fn seed_vms() -> Vec<VmSpec> {
+pub fn public_vms() -> Vec<VmSpec> {
     vec![
         VmSpec {
             key: "a",
@@ -118,13 +118,14 @@ pub struct Lab {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Lab {
-    /// Builds the seed's topology with guests a and c running; guest b's
+    /// Builds a hosted server's topology with guests a and c running; guest b's
     /// macvtap only appears once mvbridge creates it (see `start_guest`).
-    pub fn seed() -> Result<Lab> {
-        Lab::build(seed_vms())
+    pub fn hosted() -> Result<Lab> {
+        Lab::build(public_vms())
     }
 
     pub fn build(specs: Vec<VmSpec>) -> Result<Lab> {
+        hold_the_lab_lock()?;
         sweep_stale_labs();
         let id = format!(
             "mvbt-{}-{}",
@@ -444,6 +445,44 @@ fn unmount_tree(dir: &std::path::Path) {
     for t in targets {
         let _ = sh::output(&["umount", "-l", t]);
     }
+}
+
+/// Where labs take turns. A lab shares what no name can keep apart
+/// (`/dev/tapN` nodes, the uplink's MAC range, the CPU a benchmark
+/// measures), so two never run at once on a machine: not two test
+/// binaries, not two checkouts.
+const LAB_LOCK: &str = "/run/lock/mvbridge-lab.lock";
+
+/// Takes the machine's lab lock for the rest of this process (a test
+/// binary builds its labs one after another), waiting for another
+/// process's lab to finish first.
+fn hold_the_lab_lock() -> Result<()> {
+    static HELD: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.is_some() {
+        return Ok(());
+    }
+    let path = std::path::Path::new(LAB_LOCK);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {LAB_LOCK}"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!("lab: another lab is running on this machine; waiting for it ({LAB_LOCK})");
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking the lab");
+        }
+    }
+    *held = Some(file);
+    Ok(())
 }
 
 /// Removes namespaces and directories left by test processes that died

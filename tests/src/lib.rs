@@ -1,4 +1,4 @@
-//! The namespace lab: rebuilds the seed's hosting setup in network
+//! The namespace lab: rebuilds a hosted server's setup in network
 //! namespaces, plus the tools to drive and observe it. Used by the
 //! integration tests and by `cargo xtask demo`.
 

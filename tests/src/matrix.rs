@@ -1,4 +1,4 @@
-//! The ping matrix of the seed's write-up: who reaches whom.
+//! The ping matrix of a hosted server: who reaches whom.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

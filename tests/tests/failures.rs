@@ -45,7 +45,7 @@ fn run_refused(lab: &Lab, cmd: u32, expect: &str) {
 
 #[test]
 fn the_kernel_refusing_a_program_or_a_map_update_changes_nothing() {
-    let lab = Lab::seed().unwrap();
+    let lab = Lab::hosted().unwrap();
     run_refused(
         &lab,
         BPF_PROG_LOAD,
@@ -56,7 +56,7 @@ fn the_kernel_refusing_a_program_or_a_map_update_changes_nothing() {
 
 #[test]
 fn an_unusable_pin_directory_is_reported_before_anything_changes() {
-    let lab = Lab::seed().unwrap();
+    let lab = Lab::hosted().unwrap();
     let before = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     for bpffs in ["/proc/mvbridge-cannot-be-here", "/etc/hostname/pins"] {
         let config = lab
@@ -77,7 +77,7 @@ fn an_unusable_pin_directory_is_reported_before_anything_changes() {
 
 #[test]
 fn a_full_table_rejects_the_reload_and_keeps_the_running_config() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let path = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
     let daemon = Daemon::start(&lab.host, &path).unwrap();
     lab.start_guest("b").unwrap();
@@ -112,7 +112,7 @@ fn a_full_table_rejects_the_reload_and_keeps_the_running_config() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v["addresses"].as_array().unwrap().len())
+        .map(|v| daemon::steered(v, Some("config")).len())
         .sum();
     assert_eq!(
         addrs, 6,
@@ -123,7 +123,7 @@ fn a_full_table_rejects_the_reload_and_keeps_the_running_config() {
 
 #[test]
 fn the_uplink_vanishing_mid_run_is_survived() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let config = lab
         .config()
         .replace("[shim]", "resync_seconds = 1\n\n[shim]");

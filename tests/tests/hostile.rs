@@ -27,7 +27,7 @@ fn drops_of(lab: &Lab, path: &std::path::Path, reason: &str) -> u64 {
 
 #[test]
 fn a_vm_cannot_take_over_anyone_elses_address() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let (_d, path) = up(&mut lab);
     let (a, b, c) = (
         lab.spec("a").clone(),
@@ -122,7 +122,7 @@ fn mac_for_gw(lab: &Lab) -> [u8; 6] {
 
 #[test]
 fn an_arp_and_nd_flood_is_limited_and_disturbs_nobody() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let (_d, path) = up(&mut lab);
     let a = lab.spec("a").clone();
     let amac = mac(a.mac);
@@ -150,7 +150,7 @@ fn an_arp_and_nd_flood_is_limited_and_disturbs_nobody() {
 
 #[test]
 fn jumbo_frames_cross_the_datapath() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     for (ns, dev) in [(&lab.gw, WIRE), (&lab.host, UPLINK)] {
         ns.ipw(&format!("link set {dev} mtu 9000")).unwrap();
     }

@@ -1,4 +1,4 @@
-//! mvbridge end to end for IPv4, on the seed's topology in namespaces.
+//! mvbridge end to end for IPv4, on a hosted server's topology in namespaces.
 //! Needs root; `cargo xtask test` runs these one at a time.
 
 use mvbridge_tests::daemon::{self, Daemon};
@@ -15,8 +15,8 @@ fn up(lab: &mut Lab) -> Daemon {
 }
 
 #[test]
-fn the_seed_matrix_is_broken_without_mvbridge_and_whole_with_it() {
-    let mut lab = Lab::seed().unwrap();
+fn the_ping_matrix_is_broken_without_mvbridge_and_whole_with_it() {
+    let mut lab = Lab::hosted().unwrap();
 
     // Before: the write-up's failures, reproduced.
     let before = lab.probe(&lab.local_pairs());
@@ -66,7 +66,7 @@ fn the_seed_matrix_is_broken_without_mvbridge_and_whole_with_it() {
 
 #[test]
 fn a_32_guest_no_longer_hairpins() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let c = lab.spec("c").addr;
 
     let tap = WireTap::start(&lab.gw, WIRE).unwrap();
@@ -95,7 +95,7 @@ fn a_32_guest_no_longer_hairpins() {
 
 #[test]
 fn the_shim_never_reaches_the_wire_and_the_host_answers_arp_from_the_uplink_only() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let config = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
     let _daemon = up(&mut lab);
     let shim_mac = lab.host_mac(SHIM).unwrap();
@@ -160,7 +160,7 @@ fn the_shim_never_reaches_the_wire_and_the_host_answers_arp_from_the_uplink_only
 
 #[test]
 fn strict_rp_filter_everywhere_keeps_everything_working() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let _daemon = up(&mut lab);
     let links = lab.host.run(&["ls", "/proc/sys/net/ipv4/conf"]).unwrap();
     for link in links.split_whitespace() {
@@ -185,7 +185,7 @@ fn strict_rp_filter_everywhere_keeps_everything_working() {
 
 #[test]
 fn the_hosts_uplink_firewall_applies_to_vms() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let _daemon = up(&mut lab);
     let _ssh = listen(&lab.host, HOST, 22, b"ssh").unwrap();
     let _web = listen(&lab.host, HOST, 8080, b"web").unwrap();
@@ -225,7 +225,7 @@ fn the_hosts_uplink_firewall_applies_to_vms() {
 
 #[test]
 fn a_vm_cannot_route_through_the_host_into_its_private_network() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let config = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
     let _daemon = up(&mut lab);
     let a = lab.guest("a");
@@ -257,7 +257,7 @@ fn a_vm_cannot_route_through_the_host_into_its_private_network() {
 
 #[test]
 fn traffic_the_programs_do_not_own_passes_untouched() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let _daemon = up(&mut lab);
     // IPv6 link-local between two VMs and from a VM to the gateway is not
     // steered by the IPv4 datapath and must keep working.
@@ -290,7 +290,7 @@ fn traffic_the_programs_do_not_own_passes_untouched() {
 
 #[test]
 fn status_reports_the_datapath_and_its_counters() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let config = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
     let (ok, _) = daemon::status(&lab.host, &config).unwrap();
     assert!(!ok, "status exits 0 before anything is attached");

@@ -18,7 +18,7 @@ fn up(lab: &mut Lab) -> (Daemon, std::path::PathBuf) {
 
 #[test]
 fn the_ipv6_matrix_is_broken_without_mvbridge_and_whole_with_it() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let before = lab.probe_of(Family::V6, &lab.local_pairs_of(Family::V6));
     for (from, to) in [("host", "a"), ("a", "host"), ("host", "c"), ("c", "host")] {
         assert!(
@@ -59,7 +59,7 @@ fn the_ipv6_matrix_is_broken_without_mvbridge_and_whole_with_it() {
 
 #[test]
 fn guests_resolve_the_hosts_link_local_address_inside_the_host() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let (_daemon, config) = up(&mut lab);
     let host_ll = lab.link_local(&lab.host, UPLINK).unwrap();
     let uplink_mac = lab.uplink_mac().unwrap();
@@ -103,7 +103,7 @@ fn guests_resolve_the_hosts_link_local_address_inside_the_host() {
 
 #[test]
 fn the_shim_stays_off_the_wire_and_the_gateway_sees_only_the_uplink() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let tap = WireTap::start(&lab.gw, WIRE).unwrap();
     let (_daemon, _) = up(&mut lab);
     let shim = lab.host_mac(SHIM).unwrap();
@@ -151,7 +151,7 @@ fn the_shim_stays_off_the_wire_and_the_gateway_sees_only_the_uplink() {
 
 #[test]
 fn a_vm_reaches_only_the_hosts_own_ipv6_addresses() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let (_daemon, config) = up(&mut lab);
     let a = lab.guest("a");
     let host_ll = lab.link_local(&lab.host, UPLINK).unwrap();
@@ -194,7 +194,7 @@ fn a_vm_reaches_only_the_hosts_own_ipv6_addresses() {
 
 #[test]
 fn icmp_errors_and_path_mtu_messages_get_through() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let (_daemon, _) = up(&mut lab);
     for vm in ["a", "c"] {
         let guest = lab.guest(vm);
@@ -228,7 +228,7 @@ fn icmp_errors_and_path_mtu_messages_get_through() {
 
 #[test]
 fn status_shows_ipv6_entries() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let (_daemon, config) = up(&mut lab);
     assert!(ping(&lab.host, lab.spec("c").addr6));
     let (ok, status) = daemon::status(&lab.host, &config).unwrap();

@@ -28,7 +28,7 @@ fn assert_nothing_left(lab: &Lab, before: &HostState) {
 
 #[test]
 fn sigterm_removes_everything_mvbridge_created() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let config = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
     let before = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     assert!(!lab.bpffs().exists());
@@ -82,13 +82,13 @@ fn sigterm_removes_everything_mvbridge_created() {
         daemon.log()
     );
     assert_nothing_left(&lab, &before);
-    // Back to the seed's broken state: the fix really is gone.
+    // Back to the broken state of a host without mvbridge: the fix really is gone.
     assert!(!ping(&lab.host, lab.spec("a").addr));
 }
 
 #[test]
 fn the_datapath_survives_a_crash_and_down_removes_it() {
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     let config = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
     let before = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     let mut daemon = Daemon::start(&lab.host, &config).unwrap();

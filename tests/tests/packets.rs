@@ -8,7 +8,7 @@ use mvbridge::datapath::Role;
 use mvbridge_common::stats::{DropReason, Path, Proto};
 use mvbridge_common::testing::{self as t, GW_LL, GW_MAC, INET_IP, INET6};
 use mvbridge_tests::bpfrun::{Bench, BenchVm, PASS, REDIRECT, SHOT};
-use mvbridge_tests::lab::{Lab, UPLINK, seed_vms};
+use mvbridge_tests::lab::{Lab, UPLINK, public_vms};
 use mvbridge_tests::wire::mac_str;
 
 const A: &str = "macvtap0";
@@ -18,7 +18,7 @@ const X: &str = "kvm-x";
 /// A lab with VMs a (/26, /64) and c (/32, /128, learning) and the bench
 /// on its host namespace; `f` runs on a thread inside that namespace.
 fn with_bench(f: impl FnOnce(&mut Bench) + Send + 'static) {
-    let specs: Vec<_> = seed_vms().into_iter().filter(|s| s.key != "b").collect();
+    let specs: Vec<_> = public_vms().into_iter().filter(|s| s.key != "b").collect();
     let lab = Lab::build(specs).unwrap();
     // VM x's link, a macvlan the programs take for a bridged VM's (they see
     // no namespaces): what reaches the shim's ingress comes from it.

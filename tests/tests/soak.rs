@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mvbridge::bpffs::PinDir;
-use mvbridge::tables::Tables;
+use mvbridge::maps::PinnedMaps;
 use mvbridge_tests::daemon::{self, Daemon, rss_kib};
 use mvbridge_tests::lab::{HOST, HOST6, Lab};
 use mvbridge_tests::traffic::{Flood, ping};
@@ -78,7 +78,7 @@ fn tcp_stream(
 #[test]
 fn flows_survive_vm_churn_and_nothing_leaks() {
     let seconds = soak_seconds();
-    let mut lab = Lab::seed().unwrap();
+    let mut lab = Lab::hosted().unwrap();
     // VM b is libvirt's: matched by MAC, its macvtap made and removed by
     // "libvirt" (the lab) over and over.
     let config = lab
@@ -93,7 +93,7 @@ fn flows_survive_vm_churn_and_nothing_leaks() {
     assert!(ping(&lab.host, a.addr) && ping(&lab.natvm, c.addr));
 
     let pins = PinDir::new(&lab.bpffs());
-    let baseline = Tables::open(&pins).unwrap().entry_counts();
+    let baseline = PinnedMaps::open(&pins).unwrap().entry_counts();
     let rss_start = rss_kib(pid);
 
     let interval = 10;
@@ -207,7 +207,7 @@ fn flows_survive_vm_churn_and_nothing_leaks() {
 
     // The tables end as they began (VM b is up, as at the start).
     std::thread::sleep(Duration::from_millis(200));
-    let tables = Tables::open(&pins).unwrap();
+    let tables = PinnedMaps::open(&pins).unwrap();
     assert_eq!(tables.entry_counts(), baseline, "tables grew: a leak");
     // Counters add up: what left a VM arrived somewhere, per path.
     let (_, status) = daemon::status(&lab.host, &path).unwrap();

@@ -3,6 +3,7 @@
 
 mod system;
 mod toolchain;
+mod vmtest;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,7 @@ enum Cmd {
         /// Only run tests whose name contains this.
         filter: Option<String>,
     },
-    /// Build the seed's lab, show it broken, start mvbridge, show it fixed.
+    /// Build the hosted-server lab, show it broken, start mvbridge, show it fixed.
     Demo,
     /// rustfmt and clippy (-D warnings) on the host crates.
     Lint,
@@ -53,6 +54,10 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u32,
     },
+    /// The integration tests as root in a qemu VM, on Debian's kernels
+    /// rather than the host's (downloads and images cached in
+    /// ~/.cache/mvbridge/vmtest).
+    Vmtest(vmtest::Args),
 }
 
 fn main() -> Result<()> {
@@ -64,6 +69,7 @@ fn main() -> Result<()> {
         Cmd::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
         Cmd::Soak { minutes } => soak(minutes),
         Cmd::Bench { smoke } => bench(smoke),
+        Cmd::Vmtest(args) => vmtest::run(&args),
     }
 }
 
@@ -103,9 +109,17 @@ fn cargo() -> Command {
 fn build(release: bool) -> Result<()> {
     toolchain::ensure()?;
     let mut cmd = cargo();
-    // The default members: everything but the eBPF crate, which build.rs
-    // compiles for the BPF target.
-    cmd.args(["build", "--bins", "--tests"]);
+    // Everything but the eBPF crate, which build.rs compiles for the BPF
+    // target: the default members and the integration tests (not a default
+    // member, so a plain `cargo test` runs only what needs no root).
+    cmd.args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "mvbridge-ebpf",
+        "--bins",
+        "--tests",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -135,7 +149,16 @@ pub fn on_path(tool: &str) -> bool {
 fn lint() -> Result<()> {
     toolchain::ensure()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "mvbridge-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
 
 fn test(filter: Option<&str>) -> Result<()> {
@@ -162,7 +185,14 @@ fn test(filter: Option<&str>) -> Result<()> {
     // Integration tests share kernel state (ifindexes, /dev/tapN, bpffs):
     // one at a time, as aya's own suite does.
     let mut integration = cargo();
-    integration.args(["test", "-p", "mvbridge-tests", "--", "--test-threads=1"]);
+    integration.args([
+        "test",
+        "-p",
+        "mvbridge-tests",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ]);
     if let Some(f) = filter {
         integration.arg(f);
     }

@@ -14,7 +14,7 @@ use mvbridge::datapath::Role;
 use mvbridge_tests::bench::{self, HOST_ADDR, INET_ADDR, World, cpu_busy, iperf, ping_pong};
 use mvbridge_tests::bpfrun::{Bench, BenchVm};
 use mvbridge_tests::daemon::{Daemon, log_field, rss_kib};
-use mvbridge_tests::lab::{HOST, Lab, UPLINK, seed_vms};
+use mvbridge_tests::lab::{HOST, Lab, UPLINK, public_vms};
 use serde_json::{Value, json};
 
 struct Opts {
@@ -249,8 +249,9 @@ struct Baseline {
 fn attach_baseline(w: &World) -> Result<Baseline> {
     let pins = mvbridge::bpffs::PinDir::new(&w.lab.dir.join("baseline-bpf"));
     mvbridge::bpffs::ensure(&pins.dir)?;
-    let mut dp = mvbridge::datapath::Datapath::load(&pins, false)?;
-    let prog = dp.baseline().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(pins.maps())?;
+    let mut dp = mvbridge::datapath::Datapath::load(&pins.maps(), false)?;
+    let prog = dp.baseline()?;
     let id = prog.info()?.id();
     let host = w.lab.host.name.clone();
     // Attach from inside the host namespace; the link lives as long as
@@ -291,7 +292,7 @@ fn live_cost(b: &Baseline) -> Value {
 /// from BPF_PROG_TEST_RUN (the kernel times `repeat` runs), minus the
 /// empty program run the same way.
 fn per_packet_cost(smoke: bool) -> Result<Value> {
-    let specs: Vec<_> = seed_vms().into_iter().filter(|s| s.key != "b").collect();
+    let specs: Vec<_> = public_vms().into_iter().filter(|s| s.key != "b").collect();
     let lab = Lab::build(specs)?;
     let bpffs = lab.bpffs();
     let repeat = if smoke { 20_000 } else { 500_000 };
@@ -343,7 +344,7 @@ fn per_packet_cost(smoke: bool) -> Result<Value> {
 
 fn control_plane(smoke: bool) -> Result<Value> {
     let rounds = if smoke { 1 } else { 5 };
-    let lab = Lab::build(seed_vms().into_iter().filter(|s| s.key != "b").collect())?;
+    let lab = Lab::build(public_vms().into_iter().filter(|s| s.key != "b").collect())?;
     // VM x: libvirt's, matched by MAC, absent until we "start" it.
     let config = format!(
         "{}\n[[vm]]\nname = \"x\"\nmac = \"52:54:00:00:00:99\"\naddresses = [\"203.0.113.180\"]\n",
@@ -401,13 +402,14 @@ fn control_plane(smoke: bool) -> Result<Value> {
 
 /// Time to fill the tables with `n` VMs (an address, a MAC, a link each).
 fn fill_tables(lab: &Lab, n: usize) -> Result<f64> {
-    use mvbridge::desired::{Desired, VmEntry};
     use mvbridge::netlink::Link;
+    use mvbridge::plan::{Origin, Owned, Plan, ShimState, VmPlan, VmState};
     let pins = mvbridge::bpffs::PinDir::new(&lab.dir.join("fill-bpf"));
     mvbridge::bpffs::ensure(&pins.dir)?;
-    let _dp = mvbridge::datapath::Datapath::load(&pins, false)?;
-    mvbridge::tables::Tables::create_slots(&pins).map_err(anyhow::Error::msg)?;
-    let mut tables = mvbridge::tables::Tables::open(&pins).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(pins.maps())?;
+    let _dp = mvbridge::datapath::Datapath::load(&pins.maps(), false)?;
+    mvbridge::maps::PinnedMaps::create_slots(&pins)?;
+    let mut maps = mvbridge::maps::PinnedMaps::open(&pins)?;
     let link = |i: u32| Link {
         index: 1000 + i,
         name: format!("mvt{i}"),
@@ -417,27 +419,38 @@ fn fill_tables(lab: &Lab, n: usize) -> Result<f64> {
         macvlan_mode: None,
         alias: None,
         up: true,
+        allmulti: true,
     };
-    let links: Vec<Link> = (0..n as u32).map(link).collect();
-    let addrs: Vec<Vec<std::net::IpAddr>> = (0..n as u32)
-        .map(|i| vec![std::net::Ipv4Addr::from(0x6440_0000 + i).into()])
-        .collect();
-    let entries: Vec<VmEntry<'_>> = links
-        .iter()
-        .zip(&addrs)
-        .enumerate()
-        .map(|(i, (l, a))| VmEntry {
-            link: l,
-            addresses: a.clone(),
-            slot: i as u32,
+    let uplink = link(1_000_000);
+    let vms: Vec<VmPlan> = (0..n as u32)
+        .map(|i| VmPlan {
+            name: format!("vm{i}"),
+            state: VmState::Live(link(i)),
+            netns: None,
+            addresses: vec![Owned {
+                addr: std::net::Ipv4Addr::from(0x6440_0000 + i).into(),
+                origin: Origin::Config,
+            }],
             learns: false,
-            bridged: false,
         })
         .collect();
-    let uplink = link(1_000_000);
+    let slots = vms
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.clone(), i as u32))
+        .collect();
+    let plan = Plan {
+        uplink: uplink.clone(),
+        host: vec![HOST.into()],
+        wire: Vec::new(),
+        shim: ShimState::Present(uplink.clone()),
+        vms,
+        create: Vec::new(),
+        stale: Vec::new(),
+        problems: Vec::new(),
+    };
     let t = Instant::now();
-    let desired = Desired::new(&uplink, &uplink, &[HOST.into()], &entries);
-    tables.sync(&desired).map_err(anyhow::Error::msg)?;
+    maps.sync(&mvbridge::contents::Contents::new(&plan, &uplink, &slots))?;
     Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 

@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: the seed's hosting setup in namespaces, first as it
+//! `cargo xtask demo`: a hosted server's setup in namespaces, first as it
 //! is (broken), then with mvbridge (fixed), over IPv4 and IPv6, with what
 //! crossed the uplink's wire meanwhile.
 
@@ -83,7 +83,7 @@ fn matrix(lab: &Lab, title: &str, family: Family) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    println!("Building the seed's host in network namespaces (documentation addresses only):");
+    println!("Building a hosted server in network namespaces (documentation addresses only):");
     println!(
         "  gateway 203.0.113.129/26, 2001:db8:0:1::1/64 and fe80::1; host 203.0.113.157/32 and"
     );
@@ -95,7 +95,7 @@ fn main() -> Result<()> {
     println!(
         "  VM c .163/32 + ::163/128 with on-link gateways on macvtap2. Guests keep their stock config."
     );
-    let mut lab = Lab::seed()?;
+    let mut lab = Lab::hosted()?;
 
     let before = matrices(&lab, "Without mvbridge")?;
 

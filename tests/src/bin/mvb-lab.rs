@@ -1,4 +1,4 @@
-//! Builds the seed's lab and keeps it until Enter or a signal, for poking
+//! Builds the hosted-server lab and keeps it until Enter or a signal, for poking
 //! at by hand: `ip netns` lists its namespaces, `mvb-lab --with-mvbridge`
 //! also starts the daemon. Everything is removed on exit.
 
@@ -10,7 +10,7 @@ use mvbridge_tests::lab::Lab;
 
 fn main() -> Result<()> {
     let with_mvbridge = std::env::args().any(|a| a == "--with-mvbridge");
-    let mut lab = Lab::seed()?;
+    let mut lab = Lab::hosted()?;
     let config = lab.write_config("mvbridge.toml", &lab.config())?;
     let _daemon = if with_mvbridge {
         let d = Daemon::start(&lab.host, &config)?;

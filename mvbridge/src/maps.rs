@@ -2,22 +2,23 @@
 //! the metrics endpoint read them, from any process.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::Pod;
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use mvbridge_common::abi::{self, MapSpec};
 use mvbridge_common::maps::{
-    Counter, Endpoint, Ipv4Key, Ipv6Key, MAP_DROPS, MAP_LINKS, MAP_LOCAL4, MAP_LOCAL6, MAP_MACS,
-    MAP_PATHS, MAP_SETTINGS, MAP_SLOTS, MAP_VMSTATS, MAX_VMS, Mac, Settings, VmCounters, VmLink,
+    Counter, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VmCounters, VmLink,
 };
 use mvbridge_common::stats::{DropReason, Path, Proto, path_slot};
 
 use crate::bpffs::PinDir;
 use crate::config::MacAddr;
-use crate::desired::Desired;
-use crate::errno;
+use crate::contents::Contents;
+use crate::error::{Error, Result};
 
-pub struct Tables {
+/// The datapath's tables and counters, as pinned by this binary's layout.
+pub struct PinnedMaps {
     settings: Array<MapData, Settings>,
     local4: HashMap<MapData, Ipv4Key, Endpoint>,
     local6: HashMap<MapData, Ipv6Key, Endpoint>,
@@ -31,23 +32,16 @@ pub struct Tables {
     slots: HashMap<MapData, u64, u32>,
 }
 
-fn open<T>(pins: &PinDir, name: &str) -> Result<T, String>
+fn open<T>(pins: &PinDir, spec: &MapSpec) -> Result<T>
 where
     T: TryFrom<Map>,
-    <T as TryFrom<Map>>::Error: std::error::Error + 'static,
+    <T as TryFrom<Map>>::Error: std::error::Error + Send + Sync + 'static,
 {
-    let path = pins.map(name);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| format!("cannot open {}: {}", path.display(), errno::chain(&e)))?;
-    let map = Map::from_map_data(data)
-        .map_err(|e| format!("cannot open {}: {}", path.display(), errno::chain(&e)))?;
-    T::try_from(map).map_err(|e| {
-        format!(
-            "{} has an unexpected layout (left by another mvbridge version? run `mvbridge down`): {}",
-            path.display(),
-            errno::chain(&e)
-        )
-    })
+    let path = pins.map(spec);
+    let opening = || format!("opening {}", path.display());
+    let data = MapData::from_pin(&path).map_err(|e| Error::bpf(opening(), e))?;
+    let map = Map::from_map_data(data).map_err(|e| Error::bpf(opening(), e))?;
+    T::try_from(map).map_err(|e| Error::bpf(opening(), e))
 }
 
 /// Stable 64-bit FNV-1a of a VM's name: the key of its slot.
@@ -57,33 +51,33 @@ pub fn name_key(name: &str) -> u64 {
     })
 }
 
-impl Tables {
+impl PinnedMaps {
     /// Creates and pins the slot map, unless an earlier run did. Only the
     /// daemon does this; readers never change the pin directory.
-    pub fn create_slots(pins: &PinDir) -> Result<(), String> {
-        let slots_path = pins.map(MAP_SLOTS);
-        if !slots_path.exists() {
-            let fresh = HashMap::<MapData, u64, u32>::create(MAX_VMS, 0)
-                .map_err(|e| format!("creating the slot map: {}", errno::chain(&e)))?;
-            fresh
-                .pin(&slots_path)
-                .map_err(|e| format!("pinning the slot map: {}", errno::chain(&e)))?;
+    pub fn create_slots(pins: &PinDir) -> Result<()> {
+        let path = pins.map(&abi::SLOTS);
+        if !path.exists() {
+            let fresh = HashMap::<MapData, u64, u32>::create(abi::SLOTS.max_entries, 0)
+                .map_err(|e| Error::bpf("creating the slot map", e))?;
+            fresh.pin(&path).map_err(|e| {
+                Error::bpf(format!("pinning the slot map at {}", path.display()), e)
+            })?;
         }
         Ok(())
     }
 
     /// Opens the pinned maps.
-    pub fn open(pins: &PinDir) -> Result<Tables, String> {
-        Ok(Tables {
-            settings: open(pins, MAP_SETTINGS)?,
-            local4: open(pins, MAP_LOCAL4)?,
-            local6: open(pins, MAP_LOCAL6)?,
-            macs: open(pins, MAP_MACS)?,
-            links: open(pins, MAP_LINKS)?,
-            paths: open(pins, MAP_PATHS)?,
-            drops: open(pins, MAP_DROPS)?,
-            vmstats: open(pins, MAP_VMSTATS)?,
-            slots: open(pins, MAP_SLOTS)?,
+    pub fn open(pins: &PinDir) -> Result<PinnedMaps> {
+        Ok(PinnedMaps {
+            settings: open(pins, &abi::SETTINGS)?,
+            local4: open(pins, &abi::LOCAL4)?,
+            local6: open(pins, &abi::LOCAL6)?,
+            macs: open(pins, &abi::MACS)?,
+            links: open(pins, &abi::LINKS)?,
+            paths: open(pins, &abi::PATHS)?,
+            drops: open(pins, &abi::DROPS)?,
+            vmstats: open(pins, &abi::VMSTATS)?,
+            slots: open(pins, &abi::SLOTS)?,
         })
     }
 
@@ -91,7 +85,7 @@ impl Tables {
     /// differ: new and changed ones first, so live traffic never sees a
     /// hole, then stale ones; settings last, once every endpoint they imply
     /// exists. Returns how many entries changed.
-    pub fn sync(&mut self, want: &Desired) -> Result<usize, String> {
+    pub fn sync(&mut self, want: &Contents) -> Result<usize> {
         let mut changed = 0;
         changed += sync_map(&mut self.local4, &want.local4, |k| {
             Ipv4Addr::from(*k).to_string()
@@ -106,7 +100,7 @@ impl Tables {
         if self.settings.get(&0, 0).ok() != Some(want.settings) {
             self.settings
                 .set(0, want.settings, 0)
-                .map_err(|e| format!("writing settings: {}", errno::chain(&e)))?;
+                .map_err(|e| Error::bpf("writing the settings", e))?;
             changed += 1;
         }
         Ok(changed)
@@ -124,7 +118,7 @@ impl Tables {
     }
 
     /// Both address tables as one list.
-    pub fn entries(&self) -> Vec<(std::net::IpAddr, Endpoint)> {
+    pub fn entries(&self) -> Vec<(IpAddr, Endpoint)> {
         self.local4()
             .into_iter()
             .map(|(k, e)| (Ipv4Addr::from(k).into(), e))
@@ -144,6 +138,21 @@ impl Tables {
         self.local6.iter().filter_map(Result::ok).collect()
     }
 
+    /// The MACs of the links of the VM in counter slot `slot`.
+    pub fn macs_of(&self, slot: u32) -> Vec<Mac> {
+        self.macs
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, ep)| ep.vm == slot)
+            .map(|(mac, _)| mac)
+            .collect()
+    }
+
+    /// The counter slot of VM `name`, if it has one.
+    pub fn slot_of(&self, name: &str) -> Option<u32> {
+        self.slots.get(&name_key(name), 0).ok()
+    }
+
     /// The counter slot of every VM that has one, by name hash.
     pub fn slots(&self) -> BTreeMap<u64, u32> {
         self.slots.iter().filter_map(Result::ok).collect()
@@ -151,7 +160,7 @@ impl Tables {
 
     /// Gives `name` a counter slot (its old one if it had one), zeroing a
     /// fresh slot so it does not inherit a removed VM's counts.
-    pub fn slot_for(&mut self, name: &str) -> Result<u32, String> {
+    pub fn slot_for(&mut self, name: &str) -> Result<u32> {
         let key = name_key(name);
         if let Ok(slot) = self.slots.get(&key, 0) {
             return Ok(slot);
@@ -162,23 +171,26 @@ impl Tables {
             .filter_map(Result::ok)
             .map(|(_, s)| s)
             .collect();
-        let slot = (0..MAX_VMS)
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| format!("no counter slot left for VM {name:?} ({MAX_VMS} in use)"))?;
-        let zero =
-            vec![VmCounters::default(); aya::util::nr_cpus().map_err(|(_, e)| e.to_string())?];
-        let zero = aya::maps::PerCpuValues::try_from(zero).map_err(|e| e.to_string())?;
+        let max = abi::SLOTS.max_entries;
+        let slot = (0..max).find(|s| !used.contains(s)).ok_or_else(|| {
+            Error::Unfit(format!(
+                "no counter slot left for VM {name:?} ({max} in use)"
+            ))
+        })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
+        let zero = aya::maps::PerCpuValues::try_from(vec![VmCounters::default(); cpus])
+            .map_err(|e| Error::io("sizing a counter slot", e))?;
         self.vmstats
             .set(slot, zero, 0)
-            .map_err(|e| format!("clearing counter slot {slot}: {}", errno::chain(&e)))?;
+            .map_err(|e| Error::bpf(format!("clearing counter slot {slot}"), e))?;
         self.slots
             .insert(key, slot, 0)
-            .map_err(|e| format!("recording the slot of {name:?}: {}", errno::chain(&e)))?;
+            .map_err(|e| Error::bpf(format!("recording the slot of {name:?}"), e))?;
         Ok(slot)
     }
 
     /// Frees the slots of VMs no longer configured.
-    pub fn release_slots(&mut self, keep: &[&str]) -> Result<(), String> {
+    pub fn release_slots(&mut self, keep: &[&str]) -> Result<()> {
         let keep: Vec<u64> = keep.iter().map(|n| name_key(n)).collect();
         let gone: Vec<u64> = self
             .slots
@@ -189,7 +201,7 @@ impl Tables {
         for k in gone {
             self.slots
                 .remove(&k)
-                .map_err(|e| format!("freeing a counter slot: {}", errno::chain(&e)))?;
+                .map_err(|e| Error::bpf("freeing a counter slot", e))?;
         }
         Ok(())
     }
@@ -251,7 +263,7 @@ fn sync_map<K, V>(
     map: &mut HashMap<MapData, K, V>,
     want: &BTreeMap<K, V>,
     show: impl Fn(&K) -> String,
-) -> Result<usize, String>
+) -> Result<usize>
 where
     K: Pod + Ord,
     V: Pod + PartialEq,
@@ -262,20 +274,13 @@ where
         if have.get(k) == Some(v) {
             continue;
         }
-        map.insert(k, v, 0).map_err(|e| {
-            let full = errno::of(&e) == Some(libc::E2BIG);
-            format!(
-                "adding {} to the datapath: {}{}",
-                show(k),
-                errno::chain(&e),
-                if full { " (the table is full)" } else { "" }
-            )
-        })?;
+        map.insert(k, v, 0)
+            .map_err(|e| Error::bpf(format!("adding {} to the datapath", show(k)), e))?;
         changed += 1;
     }
     for k in have.keys().filter(|k| !want.contains_key(k)) {
         map.remove(k)
-            .map_err(|e| format!("removing stale {}: {}", show(k), errno::chain(&e)))?;
+            .map_err(|e| Error::bpf(format!("removing stale {} from the datapath", show(k)), e))?;
         changed += 1;
     }
     Ok(changed)

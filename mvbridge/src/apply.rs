@@ -1,0 +1,308 @@
+//! Carrying out a plan, changing only what differs: links first (the shim,
+//! silent and guarded before it comes up; VM links mvbridge creates; stale
+//! ones deleted; VM links kept quiet on the host's side), then the tables,
+//! then the hooks that read them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use crate::bpffs::PinDir;
+use crate::config::Config;
+use crate::contents::Contents;
+use crate::datapath::{Datapath, Role};
+use crate::error::{Error, Result};
+use crate::hooks::{self, HookKey, LinkAt};
+use crate::maps::PinnedMaps;
+use crate::netlink::{Link, Netlink};
+use crate::netns::NetnsId;
+use crate::plan::{self, Plan, ShimState};
+use crate::world::{Namespace, World};
+
+/// How much a pass checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Start-up and reload: every problem is an error (set-up is all or
+    /// nothing); every hook is checked in the kernel.
+    Strict,
+    /// A netlink event: problems are reported and the rest goes on; only
+    /// hooks on links that changed are checked in the kernel.
+    Event,
+    /// The periodic pass: every hook is checked in the kernel, to catch
+    /// what sends no event (a program detached by hand).
+    Full,
+}
+
+/// What a pass changed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub changed_entries: usize,
+    pub attached: Vec<HookKey>,
+    pub detached: Vec<HookKey>,
+    pub created: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+impl Outcome {
+    pub fn changed_anything(&self) -> bool {
+        self.changed_entries > 0
+            || !self.attached.is_empty()
+            || !self.detached.is_empty()
+            || !self.created.is_empty()
+            || !self.deleted.is_empty()
+    }
+}
+
+/// The datapath's kernel side as the daemon holds it.
+pub struct Applier {
+    nl: Netlink,
+    pins: PinDir,
+    datapath: Datapath,
+    maps: PinnedMaps,
+    prog_ids: HashMap<Role, u32>,
+    /// Hooks known to be attached, with the link they were attached to
+    /// (its namespace, for links in other namespaces, and its ifindex).
+    hooked: HashMap<HookKey, (Option<NetnsId>, u32)>,
+}
+
+impl Applier {
+    pub fn new(
+        nl: Netlink,
+        pins: PinDir,
+        mut datapath: Datapath,
+        maps: PinnedMaps,
+    ) -> Result<Applier> {
+        let mut prog_ids = HashMap::new();
+        for role in Role::ALL {
+            prog_ids.insert(role, datapath.program_id(role)?);
+        }
+        Ok(Applier {
+            nl,
+            pins,
+            datapath,
+            maps,
+            prog_ids,
+            hooked: HashMap::new(),
+        })
+    }
+
+    pub fn datapath(&mut self) -> &mut Datapath {
+        &mut self.datapath
+    }
+
+    pub fn maps(&self) -> &PinnedMaps {
+        &self.maps
+    }
+
+    /// Carries out `plan`. When it had to create VM links it stops after
+    /// creating them (`Outcome::created`): the caller plans again with the
+    /// links there.
+    pub async fn apply(
+        &mut self,
+        config: &Config,
+        plan: &Plan,
+        world: &World,
+        pass: Pass,
+    ) -> Result<Outcome> {
+        let mut out = Outcome::default();
+        let shim = self.shim(config, plan, pass, &mut out).await?;
+        for link in &plan.stale {
+            tracing::info!(interface = %link.name, "removing a macvtap no configured VM uses");
+            self.nl.delete(link.index).await?;
+            out.deleted.push(link.name.clone());
+        }
+        for name in &plan.create {
+            let vm = config
+                .vms
+                .iter()
+                .find(|v| &v.name == name)
+                .ok_or_else(|| Error::Unfit(format!("the plan creates unknown VM {name:?}")))?;
+            let (Some(ifname), Some(mac)) = (&vm.interface, vm.mac) else {
+                return Err(Error::Unfit(format!(
+                    "[[vm]] {name:?}: create = true needs interface and mac"
+                )));
+            };
+            let link = self
+                .nl
+                .create_macvtap(ifname, plan.uplink.index, mac.0)
+                .await?;
+            self.nl.set_alias(link.index, &plan::vm_alias(vm)).await?;
+            self.nl.disable_ipv6_addresses(link.index).await?;
+            self.quiet(&link).await?;
+            self.nl.set_up(link.index).await?;
+            out.created.push(link.name);
+        }
+        if !out.created.is_empty() {
+            return Ok(out);
+        }
+        for (vm, link) in plan.live() {
+            if vm.netns.is_none() {
+                self.quiet(link).await?;
+            }
+        }
+
+        // Tables: slots, then every entry, then the hooks that read them.
+        let names: Vec<&str> = config.vms.iter().map(|v| v.name.as_str()).collect();
+        self.maps.release_slots(&names)?;
+        let mut slots = BTreeMap::new();
+        for (vm, _) in plan.live() {
+            slots.insert(vm.name.clone(), self.maps.slot_for(&vm.name)?);
+        }
+        out.changed_entries = self.maps.sync(&Contents::new(plan, &shim, &slots))?;
+
+        // VM hooks before the uplink's: host->VM steering only starts once
+        // every return path is in place.
+        for (vm, link) in plan.live() {
+            let ns = vm
+                .netns
+                .as_deref()
+                .and_then(|n| match world.namespaces.get(n) {
+                    Some(Namespace::Seen { id, .. }) => Some(*id),
+                    _ => None,
+                });
+            let key = vm.hook().expect("a live VM has a hook");
+            self.hook(&key, ns, link.index, pass, &mut out)?;
+        }
+        let uplink = HookKey {
+            role: Role::Uplink,
+            at: LinkAt::Host(plan.uplink.name.clone()),
+        };
+        self.hook(&uplink, None, plan.uplink.index, pass, &mut out)?;
+        self.remove_stale_hooks(&plan.hooks(config), &mut out);
+        Ok(out)
+    }
+
+    /// The shim, created if missing: a bridge-mode macvlan that never
+    /// speaks. No ARP, no IPv6 (so no DAD, RS, MLD, and no router
+    /// advertisement taken from it), and its egress hook, attached before
+    /// it comes up, drops whatever the stack still tries to send (a
+    /// forwarding host sends an MLD report for ff02::2 on every link it
+    /// brings up), so its MAC never reaches the wire.
+    async fn shim(
+        &mut self,
+        config: &Config,
+        plan: &Plan,
+        pass: Pass,
+        out: &mut Outcome,
+    ) -> Result<Link> {
+        let name = &config.shim.name;
+        let shim = match &plan.shim {
+            ShimState::Present(l) => l.clone(),
+            ShimState::Stale(l) => {
+                self.nl.delete(l.index).await?;
+                out.deleted.push(l.name.clone());
+                self.create_shim(config, plan, out).await?
+            }
+            ShimState::Missing => self.create_shim(config, plan, out).await?,
+        };
+        for role in [Role::Shim, Role::ShimIn] {
+            let key = HookKey {
+                role,
+                at: LinkAt::Host(name.clone()),
+            };
+            self.hook(&key, None, shim.index, pass, out)?;
+        }
+        if !shim.up {
+            self.nl.set_up(shim.index).await?;
+        }
+        Ok(shim)
+    }
+
+    async fn create_shim(
+        &mut self,
+        config: &Config,
+        plan: &Plan,
+        out: &mut Outcome,
+    ) -> Result<Link> {
+        let name = &config.shim.name;
+        let shim = self
+            .nl
+            .create_macvlan(name, plan.uplink.index, config.shim.mac.map(|m| m.0))
+            .await?;
+        self.nl.set_alias(shim.index, &plan::shim_alias()).await?;
+        self.nl.disable_ipv6_addresses(shim.index).await?;
+        ipv6_off(&shim.name)?;
+        write_sysctl(&shim.name, "accept_ra", "0")?;
+        out.created.push(name.clone());
+        Ok(shim)
+    }
+
+    /// A VM's macvtap on the host's side: every multicast group passes (so
+    /// the router's solicitations for any of the guest's addresses reach
+    /// it), and the host's IPv6 stack is off there (no address, so no
+    /// DAD, router solicitation or MLD report under the guest's MAC).
+    async fn quiet(&mut self, link: &Link) -> Result<()> {
+        if !link.allmulti {
+            self.nl.set_allmulticast(link.index).await?;
+        }
+        ipv6_off(&link.name)
+    }
+
+    /// Makes sure `key`'s program runs on its link (`ifindex`, in
+    /// namespace `ns` for links outside the host's).
+    fn hook(
+        &mut self,
+        key: &HookKey,
+        ns: Option<NetnsId>,
+        ifindex: u32,
+        pass: Pass,
+        out: &mut Outcome,
+    ) -> Result<()> {
+        let known = self.hooked.get(key) == Some(&(ns, ifindex));
+        if known && pass == Pass::Event {
+            return Ok(());
+        }
+        let id = self.prog_ids[&key.role];
+        let attached =
+            hooks::programs_on(key).is_ok_and(|progs| progs.iter().any(|(p, _)| *p == id));
+        if !attached {
+            hooks::attach(&self.pins, key, self.datapath.program(key.role)?)?;
+            tracing::info!(hook = %key, "hook attached");
+            out.attached.push(key.clone());
+        }
+        self.hooked.insert(key.clone(), (ns, ifindex));
+        Ok(())
+    }
+
+    fn remove_stale_hooks(
+        &mut self,
+        wanted: &std::collections::BTreeSet<HookKey>,
+        out: &mut Outcome,
+    ) {
+        for (key, path) in self.pins.hooks() {
+            if wanted.contains(&key) {
+                continue;
+            }
+            match hooks::detach(&path) {
+                Ok(_) => {
+                    tracing::info!(hook = %key, "hook removed");
+                    out.detached.push(key);
+                }
+                Err(e) => {
+                    tracing::warn!(hook = %key, "cannot remove a stale hook: {}", crate::errno::chain(&e))
+                }
+            }
+        }
+        self.hooked.retain(|k, _| wanted.contains(k));
+    }
+}
+
+fn sysctl_path(ifname: &str, key: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/sys/net/ipv6/conf/{ifname}/{key}"))
+}
+
+fn write_sysctl(ifname: &str, key: &str, value: &str) -> Result<()> {
+    let path = sysctl_path(ifname, key);
+    std::fs::write(&path, value).map_err(|e| Error::io(format!("setting {}", path.display()), e))
+}
+
+/// The host's IPv6 off on a link (removes its addresses too), unless it
+/// is already.
+fn ipv6_off(ifname: &str) -> Result<()> {
+    let path = sysctl_path(ifname, "disable_ipv6");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "1" => Ok(()),
+        // No IPv6 in this kernel at all: nothing to silence.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => write_sysctl(ifname, "disable_ipv6", "1"),
+    }
+}

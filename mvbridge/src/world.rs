@@ -1,0 +1,120 @@
+//! One look at the world: everything a plan depends on, read from the
+//! kernel, in the host's namespace and in every namespace the config
+//! names. The daemon's loop, `status`, `check` and `reload` all start here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::netlink::{Link, Neighbour, Netlink};
+use crate::netns::NetnsId;
+
+#[derive(Clone, Debug)]
+pub struct World {
+    /// The host's namespace.
+    pub links: Vec<Link>,
+    /// The uplink's own addresses (none when there is no uplink).
+    pub uplink_addresses: Vec<IpAddr>,
+    /// Routers and resolved neighbours on the uplink.
+    pub wire: Vec<Neighbour>,
+    /// The namespaces VMs live in, by `ip netns` name.
+    pub namespaces: BTreeMap<String, Namespace>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Namespace {
+    Seen {
+        id: NetnsId,
+        links: Vec<Link>,
+    },
+    /// No namespace by that name (yet): its container is not running.
+    Missing,
+    /// There, but not ours to enter: why.
+    Unreachable(String),
+}
+
+impl World {
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// Reads worlds, keeping one rtnetlink connection per namespace. A
+/// connection is made inside its namespace and keeps it alive, so it is
+/// dropped as soon as the name stands for another namespace (a container
+/// restarted) or for none.
+pub struct Observer {
+    nl: Netlink,
+    namespaces: HashMap<String, (NetnsId, Netlink)>,
+}
+
+impl Observer {
+    pub fn new(nl: Netlink) -> Observer {
+        Observer {
+            nl,
+            namespaces: HashMap::new(),
+        }
+    }
+
+    /// The connection in the host's namespace.
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+
+    pub async fn observe(&mut self, config: &Config) -> Result<World> {
+        let links = self.nl.links().await?;
+        let (uplink_addresses, wire) = match links.iter().find(|l| l.name == config.uplink) {
+            Some(up) => (
+                self.nl.addresses(up.index).await?,
+                self.nl.neighbours(up.index).await?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut namespaces = BTreeMap::new();
+        for name in config.vms.iter().filter_map(|v| v.netns.as_deref()) {
+            if !namespaces.contains_key(name) {
+                let seen = self.look_into(name).await;
+                namespaces.insert(name.to_owned(), seen);
+            }
+        }
+        self.namespaces.retain(|n, _| namespaces.contains_key(n));
+        Ok(World {
+            links,
+            uplink_addresses,
+            wire,
+            namespaces,
+        })
+    }
+
+    async fn look_into(&mut self, name: &str) -> Namespace {
+        let id = match NetnsId::of(name) {
+            Ok(id) => id,
+            Err(e) => {
+                self.namespaces.remove(name);
+                return match e.errno() {
+                    Some(libc::ENOENT) => Namespace::Missing,
+                    _ => Namespace::Unreachable(crate::errno::chain(&e)),
+                };
+            }
+        };
+        if self.namespaces.get(name).is_none_or(|(had, _)| *had != id) {
+            match Netlink::connect_in(name) {
+                Ok(nl) => {
+                    self.namespaces.insert(name.to_owned(), (id, nl));
+                }
+                Err(e) => {
+                    self.namespaces.remove(name);
+                    return Namespace::Unreachable(crate::errno::chain(&e));
+                }
+            }
+        }
+        match self.namespaces[name].1.links().await {
+            Ok(links) => Namespace::Seen { id, links },
+            Err(e) => {
+                self.namespaces.remove(name);
+                Namespace::Unreachable(crate::errno::chain(&e))
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The payload disk of a run: the test executables, the workspace's
+//! binaries, what the tests read from the source tree, and `run.sh`, which
+//! the VM's init sources to run the tests.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::artifacts::{Artifacts, Executable};
+use super::cache::remove;
+use super::{image, step};
+
+/// Where the init mounts the disk.
+const MOUNT: &str = "/vmtest";
+
+/// Source-tree directories the tests read at run time, by the path
+/// `env!("CARGO_MANIFEST_DIR")` gave them on the host (the shipped unit
+/// and config).
+const SOURCE_DIRS: &[&str] = &["dist"];
+
+/// What each test binary gets after the filter, as `cargo xtask test`
+/// runs them: one test at a time (they share the kernel's state).
+pub struct TestArgs<'a> {
+    pub filter: Option<&'a str>,
+    pub color: bool,
+}
+
+/// Builds `dir/payload.ext4` for `artifacts`.
+pub fn build(artifacts: &Artifacts, args: &TestArgs, dir: &Path) -> Result<PathBuf> {
+    let stage = dir.join("payload");
+    let disk = dir.join("payload.ext4");
+    step("making the payload disk", || {
+        remove(&stage)?;
+        std::fs::create_dir_all(&stage)?;
+        copy_stripped(&artifacts.tests, &stage.join("tests"))?;
+        copy_stripped(&artifacts.bins, &stage.join("bin"))?;
+        let workspace = crate::workspace();
+        for sub in SOURCE_DIRS {
+            let to = stage.join("workspace").join(sub);
+            std::fs::create_dir_all(to.parent().context("a parent")?)?;
+            crate::run(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(workspace.join(sub))
+                    .arg(&to),
+            )?;
+        }
+        std::fs::write(
+            stage.join("run.sh"),
+            run_script(&artifacts.tests, args, &workspace),
+        )?;
+        remove(&disk)?;
+        image::ext4(&stage, &disk, "mvb-payload", 0)
+    })?;
+    Ok(disk)
+}
+
+/// Copies without debug info: a fifth of the size (less to write and for
+/// the VM to read), and panics still name their functions.
+fn copy_stripped(executables: &[Executable], to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for exe in executables {
+        let status = Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&exe.path)
+            .arg(to.join(&exe.name))
+            .status()
+            .context("cannot start objcopy")?;
+        if !status.success() {
+            anyhow::bail!(
+                "objcopy --strip-debug {} failed ({status})",
+                exe.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The script the init sources: the environment, then `run_test NAME
+/// ARGS...` per test binary.
+fn run_script(tests: &[Executable], args: &TestArgs, workspace: &Path) -> String {
+    let mut script = String::from("# Written by cargo xtask vmtest for this run.\n");
+    // The tests find the source tree where it was on the host.
+    if let Some(parent) = workspace.parent() {
+        let _ = writeln!(
+            script,
+            "mkdir -p {} && ln -s {MOUNT}/workspace {}",
+            quote(&parent.display().to_string()),
+            quote(&workspace.display().to_string())
+        );
+    }
+    let _ = writeln!(
+        script,
+        "export MVB_BIN_DIR={MOUNT}/bin RUST_BACKTRACE=1\ncd /tmp"
+    );
+    let mut test_args: Vec<String> = args.filter.iter().map(|f| quote(f)).collect();
+    test_args.push("--test-threads=1".to_owned());
+    test_args.push(format!(
+        "--color={}",
+        if args.color { "always" } else { "never" }
+    ));
+    for test in tests {
+        let _ = writeln!(
+            script,
+            "run_test {} {}",
+            quote(&test.name),
+            test_args.join(" ")
+        );
+    }
+    script
+}
+
+/// `s` as one word for sh, whatever it holds.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        assert_eq!(quote("plain"), "'plain'");
+        assert_eq!(quote("it's a $test"), r"'it'\''s a $test'");
+    }
+
+    #[test]
+    fn the_script_runs_each_test_with_the_filter() {
+        let tests = [
+            Executable {
+                name: "packets".into(),
+                path: "/w/target/debug/deps/packets-1".into(),
+            },
+            Executable {
+                name: "ipv4".into(),
+                path: "/w/target/debug/deps/ipv4-2".into(),
+            },
+        ];
+        let args = TestArgs {
+            filter: Some("arp's"),
+            color: false,
+        };
+        assert_eq!(
+            run_script(&tests, &args, Path::new("/work/main")),
+            "# Written by cargo xtask vmtest for this run.\n\
+             mkdir -p '/work' && ln -s /vmtest/workspace '/work/main'\n\
+             export MVB_BIN_DIR=/vmtest/bin RUST_BACKTRACE=1\n\
+             cd /tmp\n\
+             run_test 'packets' 'arp'\\''s' --test-threads=1 --color=never\n\
+             run_test 'ipv4' 'arp'\\''s' --test-threads=1 --color=never\n"
+        );
+    }
+}
