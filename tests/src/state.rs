@@ -113,3 +113,79 @@ pub fn wait_programs_gone() -> BTreeSet<String> {
     }
     our_programs()
 }
+
+/// What a guest must never be able to change on the host: its routes,
+/// addresses, and the MAC each neighbour resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingState {
+    /// `ip route show table all` lines, both families, minus the timers
+    /// the kernel counts down.
+    pub routes: BTreeSet<String>,
+    /// `address mac` of every resolved neighbour.
+    pub neighbours: BTreeSet<String>,
+    /// `ip -br addr` lines.
+    pub addresses: BTreeSet<String>,
+}
+
+impl RoutingState {
+    pub fn capture(host: &Netns) -> Result<RoutingState> {
+        let mut routes = BTreeSet::new();
+        for family in ["-4", "-6"] {
+            for line in host.ip(&[family, "route", "show", "table", "all"])?.lines() {
+                let kept: Vec<&str> = line.split_whitespace().collect();
+                let mut clean = Vec::new();
+                let mut skip = false;
+                for w in kept {
+                    if skip {
+                        skip = false;
+                        continue;
+                    }
+                    if w == "expires" {
+                        skip = true;
+                        continue;
+                    }
+                    clean.push(w);
+                }
+                routes.insert(clean.join(" "));
+            }
+        }
+        let mut neighbours = BTreeSet::new();
+        for family in ["-4", "-6"] {
+            for line in host.ip(&[family, "neigh", "show"])?.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let Some(i) = words.iter().position(|w| *w == "lladdr") {
+                    let dev = words
+                        .iter()
+                        .position(|w| *w == "dev")
+                        .and_then(|d| words.get(d + 1))
+                        .unwrap_or(&"?");
+                    neighbours.insert(format!(
+                        "{} {} {}",
+                        words[0],
+                        dev,
+                        words.get(i + 1).unwrap_or(&"?")
+                    ));
+                }
+            }
+        }
+        let addresses = host
+            .ip(&["-br", "addr", "show"])?
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        Ok(RoutingState {
+            routes,
+            neighbours,
+            addresses,
+        })
+    }
+
+    /// The MAC `addr` resolves to on the host, if it is resolved.
+    pub fn neighbour(&self, addr: &str) -> Option<String> {
+        self.neighbours
+            .iter()
+            .find(|n| n.split_whitespace().next() == Some(addr))
+            .and_then(|n| n.split_whitespace().nth(2))
+            .map(str::to_owned)
+    }
+}

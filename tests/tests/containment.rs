@@ -1,0 +1,449 @@
+//! A guest cannot touch the host's neighbour or route state. Hostile VMs
+//! (on a macvtap, and a kernel guest behind the shim) send what a tenant
+//! could forge: link-local sources and targets that are not theirs,
+//! router messages, link-layer addresses that are not theirs, duplicate
+//! address probes, ND behind extension headers, frames to the shim's MAC.
+//! After each: the host's routes, addresses and neighbours are as they
+//! were, the host still reaches the internet over IPv4 and IPv6, and the
+//! drop counter says why. Needs root.
+
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mvbridge_common::testing as t;
+use mvbridge_tests::daemon::{self, Daemon};
+use mvbridge_tests::lab::{
+    GW, GW_LL, HOST, HOST6, INET, INET6, Lab, NAT_VM, SHIM, UPLINK, VmSpec, WIRE,
+};
+use mvbridge_tests::netns::Netns;
+use mvbridge_tests::state::RoutingState;
+use mvbridge_tests::traffic::{ping, ping_retry, send_raw};
+use mvbridge_tests::wire::{Mac, WireTap, parse_mac};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The lab's addresses and MACs an attacker would use.
+struct Book {
+    host_mac: Mac,
+    host_ll: [u8; 16],
+    gw_mac: Mac,
+    shim_mac: Mac,
+}
+
+fn book(lab: &Lab) -> Book {
+    let gw = lab
+        .gw
+        .run(&["cat", &format!("/sys/class/net/{WIRE}/address")])
+        .unwrap();
+    Book {
+        host_mac: lab.uplink_mac().unwrap(),
+        host_ll: lab.link_local(&lab.host, UPLINK).unwrap().octets(),
+        gw_mac: parse_mac(&gw).unwrap(),
+        shim_mac: lab.host_mac(SHIM).unwrap(),
+    }
+}
+
+fn kernel_guest() -> VmSpec {
+    VmSpec {
+        key: "k",
+        interface: "eth0".into(),
+        mac: "52:54:00:00:00:d4",
+        addr: std::net::Ipv4Addr::new(203, 0, 113, 164),
+        prefix: 26,
+        addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x164),
+        prefix6: 64,
+        created_by_mvbridge: false,
+        kernel: true,
+    }
+}
+
+/// A lab whose host takes router advertisements (as a host with SLAAC
+/// would: `accept_ra = 2` since it forwards), with mvbridge running and
+/// every neighbour the host relies on resolved.
+fn up(args: &[&str]) -> (Lab, Daemon, PathBuf) {
+    let mut lab = Lab::hosted().unwrap();
+    lab.add_kernel_guest(kernel_guest()).unwrap();
+    lab.host
+        .sysctl(&format!("net.ipv6.conf.{UPLINK}.accept_ra"), "2")
+        .unwrap();
+    let path = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
+    let daemon = Daemon::start_with(&lab.host, &path, args, &[]).unwrap();
+    lab.start_guest("b").unwrap();
+    for to in [
+        INET.into(),
+        INET6.into(),
+        lab.spec("a").addr.into(),
+        lab.spec("c").addr6.into(),
+    ] {
+        let to: std::net::IpAddr = to;
+        assert!(
+            ping_retry(&lab.host, to, 3),
+            "host -> {to} before any attack"
+        );
+    }
+    (lab, daemon, path)
+}
+
+fn drops(lab: &Lab, path: &Path, reason: &str) -> u64 {
+    daemon::drops(&daemon::status(&lab.host, path).unwrap().1, reason)
+}
+
+/// Sends `frames` from `from`'s eth0 and checks that each was dropped for
+/// `reason` and that the host is as it was and still reaches the
+/// internet.
+fn refused(lab: &Lab, path: &Path, from: &Netns, what: &str, frames: Vec<Vec<u8>>, reason: &str) {
+    let before = RoutingState::capture(&lab.host).unwrap();
+    let counted = drops(lab, path, reason);
+    let n = frames.len() as u64;
+    for f in frames {
+        send_raw(from, "eth0", f).unwrap();
+    }
+    let deadline = Instant::now() + 5 * SECOND;
+    loop {
+        let now = drops(lab, path, reason);
+        if now >= counted + n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {reason} moved by {} of {n}",
+            now - counted
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = RoutingState::capture(&lab.host).unwrap();
+    assert_eq!(before, after, "{what} changed the host's state");
+    assert!(ping(&lab.host, INET), "{what}: host -> internet over IPv4");
+    assert!(ping(&lab.host, INET6), "{what}: host -> internet over IPv6");
+}
+
+fn gw_mac_on_host(lab: &Lab) -> Option<String> {
+    RoutingState::capture(&lab.host)
+        .unwrap()
+        .neighbour(&GW_LL.to_string())
+}
+
+#[test]
+fn a_vm_on_a_macvtap_cannot_touch_the_hosts_routing() {
+    let (lab, _daemon, path) = up(&[]);
+    let b = book(&lab);
+    let a = lab.spec("a").clone();
+    let amac = parse_mac(a.mac).unwrap();
+    let a_ll = t::eui64_ll(amac);
+    let c_ll = t::eui64_ll(parse_mac(lab.spec("c").mac).unwrap());
+    let gw_ll = GW_LL.octets();
+    let host6 = HOST6.octets();
+    let guest = lab.guest("a");
+    let gw_before = gw_mac_on_host(&lab);
+    assert_eq!(
+        gw_before.as_deref(),
+        Some(mvbridge_tests::wire::mac_str(&b.gw_mac).as_str())
+    );
+    let nd = |dst_mac, src, dst, icmp_type, target, options: &[u8], ext: &[(u8, usize)]| {
+        t::nd_message(dst_mac, amac, src, dst, icmp_type, target, options, ext)
+    };
+    let sllao = t::llao(1, amac);
+    let tllao = t::llao(2, amac);
+    // A router advertisement with a prefix to autoconfigure.
+    let pio = {
+        let mut o = vec![
+            3, 4, 64, 0xc0, 0, 0, 0x0e, 0x10, 0, 0, 0x0e, 0x10, 0, 0, 0, 0,
+        ];
+        o.extend_from_slice(&"2001:db8:dead::".parse::<Ipv6Addr>().unwrap().octets());
+        o
+    };
+    let ra_options: Vec<u8> = sllao.iter().chain(pio.iter()).copied().collect();
+
+    let cases: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
+        (
+            "a solicitation in the gateway's link-local name",
+            vec![
+                nd(
+                    t::solicited_mac(&host6),
+                    gw_ll,
+                    t::solicited(&host6),
+                    135,
+                    Some(host6),
+                    &sllao,
+                    &[],
+                ),
+                nd(
+                    b.host_mac,
+                    gw_ll,
+                    b.host_ll,
+                    135,
+                    Some(b.host_ll),
+                    &sllao,
+                    &[],
+                ),
+            ],
+            "spoofed-address",
+        ),
+        (
+            "a solicitation in the host's own link-local name",
+            vec![nd(
+                b.host_mac,
+                b.host_ll,
+                host6,
+                135,
+                Some(host6),
+                &sllao,
+                &[],
+            )],
+            "spoofed-address",
+        ),
+        (
+            "a solicitation in VM c's link-local name",
+            vec![nd(b.host_mac, c_ll, host6, 135, Some(host6), &sllao, &[])],
+            "spoofed-address",
+        ),
+        (
+            "an advertisement of the gateway's link-local address",
+            vec![nd(
+                b.host_mac,
+                a_ll,
+                b.host_ll,
+                136,
+                Some(gw_ll),
+                &tllao,
+                &[],
+            )],
+            "spoofed-address",
+        ),
+        (
+            "the same advertisement behind a destination options header",
+            vec![nd(
+                b.host_mac,
+                a_ll,
+                b.host_ll,
+                136,
+                Some(gw_ll),
+                &tllao,
+                &[(60, 8)],
+            )],
+            "spoofed-address",
+        ),
+        (
+            "a duplicate address probe for the host's address",
+            vec![t::dad(amac, host6)],
+            "spoofed-address",
+        ),
+        (
+            "a duplicate address probe for the gateway's link-local address",
+            vec![t::dad(amac, gw_ll)],
+            "spoofed-address",
+        ),
+        (
+            "a router advertisement in the gateway's name",
+            vec![nd(
+                b.host_mac,
+                gw_ll,
+                b.host_ll,
+                134,
+                None,
+                &ra_options,
+                &[],
+            )],
+            "router-message",
+        ),
+        (
+            "a router advertisement from its own address",
+            vec![nd(b.host_mac, a_ll, b.host_ll, 134, None, &ra_options, &[])],
+            "router-message",
+        ),
+        (
+            "a redirect",
+            vec![nd(b.host_mac, gw_ll, b.host_ll, 137, Some(a_ll), &[], &[])],
+            "router-message",
+        ),
+        (
+            "a solicitation naming the gateway's MAC",
+            vec![nd(
+                b.host_mac,
+                a_ll,
+                b.host_ll,
+                135,
+                Some(b.host_ll),
+                &t::llao(1, b.gw_mac),
+                &[],
+            )],
+            "forged-link-address",
+        ),
+        (
+            "an ARP whose sender MAC is the gateway's",
+            vec![{
+                let mut f = t::arp(t::BROADCAST, amac, 1, a.addr.octets(), HOST.octets());
+                f[22..28].copy_from_slice(&b.gw_mac);
+                f
+            }],
+            "forged-link-address",
+        ),
+        (
+            "an ARP in the gateway's name",
+            vec![t::arp(t::BROADCAST, amac, 1, GW.octets(), HOST.octets())],
+            "spoofed-address",
+        ),
+        (
+            "a VLAN-tagged frame with VM c's MAC",
+            vec![{
+                let mut f = t::ipv4(
+                    b.host_mac,
+                    parse_mac(lab.spec("c").mac).unwrap(),
+                    a.addr.octets(),
+                    HOST.octets(),
+                );
+                f.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+                f
+            }],
+            "spoofed-mac",
+        ),
+    ];
+    for (what, frames, reason) in cases {
+        refused(&lab, &path, guest, what, frames, reason);
+    }
+    assert_eq!(
+        gw_mac_on_host(&lab),
+        gw_before,
+        "the host's entry for fe80::1 moved"
+    );
+}
+
+#[test]
+fn a_kernel_guest_cannot_use_the_shim_to_reach_what_the_uplink_refuses() {
+    let (lab, mut daemon, path) = up(&["--keep"]);
+    let b = book(&lab);
+    let k = lab.spec("k").clone();
+    let kmac = parse_mac(k.mac).unwrap();
+    let guest = lab.guest("k");
+    let gw_ll = GW_LL.octets();
+    let host6 = HOST6.octets();
+    let via_shim = vec![
+        t::ipv4(b.shim_mac, kmac, k.addr.octets(), NAT_VM.octets()),
+        t::arp(b.shim_mac, kmac, 1, k.addr.octets(), GW.octets()),
+    ];
+    let in_gw_name = t::nd_message(
+        b.shim_mac,
+        kmac,
+        gw_ll,
+        b.host_ll,
+        135,
+        Some(host6),
+        &t::llao(1, kmac),
+        &[],
+    );
+
+    // Its own hook refuses first.
+    refused(
+        &lab,
+        &path,
+        guest,
+        "routing via the shim's MAC",
+        via_shim.clone(),
+        "not-for-host",
+    );
+    refused(
+        &lab,
+        &path,
+        guest,
+        "a solicitation in the gateway's name",
+        vec![in_gw_name.clone()],
+        "spoofed-address",
+    );
+    // A route through the shim into the NAT network reaches nothing.
+    guest
+        .ipw(&format!(
+            "neigh replace {HOST} lladdr {} dev eth0 nud permanent",
+            mvbridge_tests::wire::mac_str(&b.shim_mac)
+        ))
+        .unwrap();
+    guest
+        .ipw(&format!("route add 192.168.122.0/24 via {HOST}"))
+        .unwrap();
+    assert!(
+        !ping(guest, NAT_VM),
+        "a kernel guest reached the NAT VM via the shim"
+    );
+
+    // Without its hook (a container may own its namespace), the shim's
+    // ingress refuses the same. The daemon goes first, or it would put the
+    // hook back; the datapath stays.
+    assert!(daemon.stop_with(libc::SIGTERM).unwrap().success());
+    let pin = lab.bpffs().join(format!("hook_vm_{}-vm-k:eth0", lab.id));
+    assert!(pin.exists(), "{} missing", pin.display());
+    std::fs::remove_file(&pin).unwrap();
+    refused(
+        &lab,
+        &path,
+        guest,
+        "routing via the shim's MAC, unhooked",
+        via_shim,
+        "not-for-host",
+    );
+    refused(
+        &lab,
+        &path,
+        guest,
+        "the gateway's name at the shim, unhooked",
+        vec![in_gw_name],
+        "spoofed-address",
+    );
+    assert!(
+        !ping(guest, NAT_VM),
+        "the unhooked kernel guest reached the NAT VM"
+    );
+}
+
+#[test]
+fn the_routers_solicitations_reach_every_address_of_a_guest() {
+    let lab = Lab::hosted().unwrap();
+    // An address whose solicited-node group is not the guest's MAC's.
+    let extra: Ipv6Addr = "2001:db8:0:1::5".parse().unwrap();
+    let config = lab.config().replace(
+        "addresses = [\"203.0.113.161\", \"2001:db8:0:1::161\"]",
+        &format!("addresses = [\"203.0.113.161\", \"2001:db8:0:1::161\", \"{extra}\"]"),
+    );
+    lab.guest("a")
+        .ipw(&format!("addr add {extra}/64 dev eth0"))
+        .unwrap();
+    let path = lab.write_config("mvbridge.toml", &config).unwrap();
+    let _daemon = Daemon::start(&lab.host, &path).unwrap();
+    lab.gw.ipw(&format!("-6 neigh flush dev {WIRE}")).unwrap();
+    assert!(
+        ping_retry(&lab.inet, extra, 3),
+        "the internet cannot reach {extra} on VM a"
+    );
+    assert!(ping(&lab.host, extra), "the host cannot reach {extra}");
+}
+
+#[test]
+fn the_host_side_of_a_vm_link_stays_silent() {
+    let mut lab = Lab::hosted().unwrap();
+    let path = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
+    let _daemon = Daemon::start(&lab.host, &path).unwrap();
+    // With the guest stopped, nothing may carry its MAC: a link that comes
+    // up again would send DAD, router solicitations and MLD reports from
+    // the host's side if the host's IPv6 ran there.
+    lab.stop_guest("a");
+    let amac = parse_mac(lab.spec("a").mac).unwrap();
+    let tap = WireTap::start(&lab.gw, WIRE).unwrap();
+    for _ in 0..2 {
+        lab.host.ipw("link set macvtap0 down").unwrap();
+        lab.host.ipw("link set macvtap0 up").unwrap();
+    }
+    // Nothing to poll for: this is the silence. Two seconds cover the MLD
+    // reports (sent at once) and a router solicitation (up to one second
+    // after the link comes up).
+    std::thread::sleep(2 * SECOND);
+    let frames = tap.stop().unwrap();
+    let spoken: Vec<_> = frames.iter().filter(|f| f.src == amac).collect();
+    assert!(
+        spoken.is_empty(),
+        "the host spoke with VM a's MAC: {spoken:#?}"
+    );
+    let addrs = lab
+        .host
+        .ip(&["-6", "addr", "show", "dev", "macvtap0"])
+        .unwrap();
+    assert!(!addrs.contains("inet6"), "{addrs}");
+}
