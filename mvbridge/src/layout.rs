@@ -283,7 +283,8 @@ fn copy_array(
     let mut copied = 0;
     for slot in 0..from.max_entries.min(spec.max_entries) {
         let key = slot.to_ne_bytes();
-        if !raw::lookup(old.fd().as_fd(), &key, &mut old_value)? {
+        // Fresh maps hold zeros: only slots in use need copying.
+        if !raw::lookup(old.fd().as_fd(), &key, &mut old_value)? || old_value.iter().all(|b| *b == 0) {
             continue;
         }
         let mut new_value = vec![0u8; new_stride * cpus];

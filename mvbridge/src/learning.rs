@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use mvbridge_common::link_local;
 use mvbridge_common::maps::ENDPOINT_VM;
@@ -154,23 +155,64 @@ fn at_edge(p: &Prefix, addr: &IpAddr) -> bool {
     }
 }
 
-/// Remembers which refusals were already logged, boundedly: a VM sending
-/// from random sources must not grow the daemon's memory or its log.
-#[derive(Debug, Default)]
-pub struct Said {
+/// Which refusals to log: each (VM, address) once, at most
+/// [`RefusalLog::PER_VM_PER_WINDOW`] per VM per window, and how many were
+/// kept quiet. A VM sending from random sources must grow neither the
+/// daemon's memory nor its log.
+#[derive(Debug)]
+pub struct RefusalLog {
     seen: BTreeSet<(String, IpAddr)>,
     order: VecDeque<(String, IpAddr)>,
+    window_start: Instant,
+    /// Per VM in this window: lines logged, refusals kept quiet.
+    window: BTreeMap<String, (u32, u64)>,
 }
 
-impl Said {
-    pub const CAPACITY: usize = 1024;
+/// What to do with one refusal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Log this refusal.
+    pub log: bool,
+    /// Refusals kept quiet per VM in the window that just ended, to be
+    /// summed up in the log.
+    pub quiet: Vec<(String, u64)>,
+}
 
-    /// True the first time (within the last `CAPACITY`) for this pair.
-    pub fn first_time(&mut self, vm: &str, addr: IpAddr) -> bool {
+impl RefusalLog {
+    /// (VM, address) pairs remembered as logged.
+    pub const CAPACITY: usize = 1024;
+    pub const PER_VM_PER_WINDOW: u32 = 10;
+    pub const WINDOW: Duration = Duration::from_secs(60);
+
+    pub fn new(now: Instant) -> RefusalLog {
+        RefusalLog {
+            seen: BTreeSet::new(),
+            order: VecDeque::new(),
+            window_start: now,
+            window: BTreeMap::new(),
+        }
+    }
+
+    pub fn note(&mut self, vm: &str, addr: IpAddr, now: Instant) -> Verdict {
+        let mut quiet = Vec::new();
+        if now.duration_since(self.window_start) >= Self::WINDOW {
+            quiet = std::mem::take(&mut self.window)
+                .into_iter()
+                .filter(|(_, (_, q))| *q > 0)
+                .map(|(vm, (_, q))| (vm, q))
+                .collect();
+            self.window_start = now;
+        }
         let key = (vm.to_owned(), addr);
         if self.seen.contains(&key) {
-            return false;
+            return Verdict { log: false, quiet };
         }
+        let (logged, kept) = self.window.entry(vm.to_owned()).or_default();
+        if *logged >= Self::PER_VM_PER_WINDOW {
+            *kept += 1;
+            return Verdict { log: false, quiet };
+        }
+        *logged += 1;
         if self.order.len() == Self::CAPACITY
             && let Some(old) = self.order.pop_front()
         {
@@ -178,15 +220,11 @@ impl Said {
         }
         self.seen.insert(key.clone());
         self.order.push_back(key);
-        true
+        Verdict { log: true, quiet }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn remembered(&self) -> usize {
         self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }
 
@@ -297,15 +335,29 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_remembered_boundedly() {
-        let mut said = Said::default();
+    fn refusals_are_logged_boundedly() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::new(t0);
         let a: IpAddr = "203.0.113.1".parse().unwrap();
-        assert!(said.first_time("a", a));
-        assert!(!said.first_time("a", a));
-        for i in 0..(Said::CAPACITY as u32 * 3) {
-            said.first_time("a", IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        assert!(log.note("a", a, t0).log);
+        assert!(!log.note("a", a, t0).log, "once per address");
+        let mut logged = 1;
+        for i in 0..5000u32 {
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            logged += u32::from(log.note("a", addr, t0).log);
         }
-        assert_eq!(said.len(), Said::CAPACITY);
-        assert!(said.first_time("a", a), "forgotten once pushed out");
+        assert_eq!(logged, RefusalLog::PER_VM_PER_WINDOW, "per VM per window");
+        assert!(log.note("b", a, t0).log, "another VM has its own budget");
+        assert!(log.remembered() <= RefusalLog::CAPACITY);
+        // The next window says how many were kept quiet, and logs again.
+        let later = t0 + RefusalLog::WINDOW;
+        let v = log.note("a", "10.9.9.9".parse().unwrap(), later);
+        assert_eq!(v.quiet, vec![("a".to_owned(), 5000 - 9)]);
+        assert!(v.log, "a new window logs again");
+        for i in 0..(RefusalLog::CAPACITY as u32 * 3) {
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            log.note(&format!("vm{i}"), addr, later);
+        }
+        assert_eq!(log.remembered(), RefusalLog::CAPACITY, "memory is bounded");
     }
 }

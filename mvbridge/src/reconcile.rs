@@ -15,7 +15,7 @@ use crate::datapath::Datapath;
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::layout::{self, Start};
-use crate::learning::{self, Learnt, Said};
+use crate::learning::{self, Learnt, RefusalLog};
 use crate::maps::PinnedMaps;
 use crate::netlink::Netlink;
 use crate::plan::{self, Plan};
@@ -35,8 +35,8 @@ pub struct Reconciler {
     last: Option<Plan>,
     /// Problems already logged, so a pass repeats none of them.
     reported: HashSet<String>,
-    /// Learning refusals already logged.
-    said: Said,
+    /// Which learning refusals to log.
+    refusals: RefusalLog,
 }
 
 impl Reconciler {
@@ -109,7 +109,7 @@ impl Reconciler {
             learnt,
             last: None,
             reported: HashSet::new(),
-            said: Said::default(),
+            refusals: RefusalLog::new(std::time::Instant::now()),
         };
         r.pass(Pass::Strict).await?;
         Ok(r)
@@ -238,7 +238,11 @@ impl Reconciler {
                 true
             }
             Err(why) => {
-                if self.said.first_time(&name, addr) {
+                let note = self.refusals.note(&name, addr, std::time::Instant::now());
+                for (vm, n) in note.quiet {
+                    tracing::warn!(vm = %vm, refusals = n, "refused to learn more addresses than were logged in the last minute");
+                }
+                if note.log {
                     tracing::warn!(vm = %name, address = %addr, "refused to learn: {why}");
                 }
                 false

@@ -31,8 +31,19 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Daemon> {
+        Daemon::start_binary(host, &bins::path("mvbridge")?, config, args, env)
+    }
+
+    /// `start_with` for another `mvbridge` binary (an earlier release).
+    pub fn start_binary(
+        host: &Netns,
+        binary: &Path,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut child = host
-            .command(bins::path("mvbridge")?.to_str().context("utf-8 path")?)?
+            .command(binary.to_str().context("utf-8 path")?)?
             .args(["run", "--config", &config.display().to_string()])
             .args(args)
             .envs(env.iter().copied())
@@ -105,6 +116,27 @@ impl Daemon {
                     "no log line with {needles:?} within {timeout:?}:\n{}",
                     self.log()
                 );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until more than `seen` log lines contain all of `needles`
+    /// (`seen`: `count_log` before the action whose line is awaited);
+    /// returns the newest.
+    pub fn wait_for_another_log(&self, needles: &[&str], seen: usize, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| needles.iter().all(|n| l.contains(n)))
+                .collect();
+            if lines.len() > seen {
+                return Ok(lines[lines.len() - 1].to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!("no new log line with {needles:?} within {timeout:?}:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -299,6 +299,48 @@ impl Lab {
         Ok(())
     }
 
+    /// What a container runtime does when a container restarts: its network
+    /// namespace goes, and a new one by the same name comes, with a new
+    /// macvlan with the same MAC. That MAC is only free once nothing holds
+    /// the old namespace; returns how long that took (polled, giving up
+    /// after `patience`).
+    pub fn restart_kernel_guest(&mut self, key: &str, patience: std::time::Duration) -> Result<std::time::Duration> {
+        let i = self
+            .specs
+            .iter()
+            .position(|s| s.key == key && s.kernel)
+            .with_context(|| format!("no kernel guest {key}"))?;
+        let spec = self.specs[i].clone();
+        let name = self.guest_ns[i].name.clone();
+        // Dropping the owned handle deletes the namespace's name.
+        self.guest_ns[i] = Netns::borrowed(&name);
+        let ns = Netns::new(&name)?;
+        for k in ["all", "default"] {
+            ns.sysctl(&format!("net.ipv6.conf.{k}.accept_dad"), "0")?;
+        }
+        let tmp = format!("kvm-{key}");
+        let t0 = std::time::Instant::now();
+        loop {
+            let made = self.host.ipw(&format!(
+                "link add link {UPLINK} name {tmp} address {} type macvlan mode bridge",
+                spec.mac
+            ));
+            match made {
+                Ok(_) => break,
+                Err(e) if t0.elapsed() > patience => {
+                    return Err(e.context(format!("the old namespace of {key} is still held")));
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        let took = t0.elapsed();
+        self.host.ipw(&format!("link set {tmp} netns {name}"))?;
+        ns.ipw(&format!("link set {tmp} name eth0"))?;
+        stock_config(&ns, &spec)?;
+        self.guest_ns[i] = ns;
+        Ok(took)
+    }
+
     /// What libvirt does when a VM stops: the emulator goes, then the
     /// macvtap is deleted.
     pub fn libvirt_stop(&mut self, key: &str) -> Result<()> {

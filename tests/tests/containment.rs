@@ -18,7 +18,7 @@ use mvbridge_tests::lab::{
 };
 use mvbridge_tests::netns::Netns;
 use mvbridge_tests::state::RoutingState;
-use mvbridge_tests::traffic::{ping, ping_retry, send_raw};
+use mvbridge_tests::traffic::{ping, ping_retry, send_raw, send_raw_for};
 use mvbridge_tests::wire::{Mac, WireTap, parse_mac};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -446,4 +446,53 @@ fn the_host_side_of_a_vm_link_stays_silent() {
         .ip(&["-6", "addr", "show", "dev", "macvtap0"])
         .unwrap();
     assert!(!addrs.contains("inet6"), "{addrs}");
+}
+
+#[test]
+fn a_vm_sending_from_random_sources_delays_nothing() {
+    let mut lab = Lab::hosted().unwrap();
+    // VM c may learn inside 203.0.113.160/28; it will send from thousands
+    // of other addresses, each one reported and refused.
+    // VM a is matched by MAC, as libvirt's VMs are: it will come back
+    // under another name.
+    let config = lab
+        .config()
+        .replace(
+            "addresses = [\"203.0.113.163\", \"2001:db8:0:1::163\"]",
+            "addresses = [\"203.0.113.163\", \"2001:db8:0:1::163\"]\nlearn = [\"203.0.113.160/28\"]",
+        )
+        .replace("interface = \"macvtap0\"", "mac = \"52:54:00:00:00:a1\"");
+    let path = lab.write_config("mvbridge.toml", &config).unwrap();
+    let mut daemon = Daemon::start(&lab.host, &path).unwrap();
+    lab.libvirt_stop("a").unwrap();
+    let cmac = parse_mac(lab.spec("c").mac).unwrap();
+    let host_mac = lab.uplink_mac().unwrap();
+    let frames: Vec<Vec<u8>> = (0..4000u32)
+        .map(|i| t::ipv4(host_mac, cmac, (0x0a00_0000 + i).to_be_bytes(), HOST.octets()))
+        .collect();
+    let sender = Netns::borrowed(&lab.guest("c").name);
+    let flood = std::thread::spawn(move || send_raw_for(&sender, "eth0", frames, 4 * SECOND));
+
+    // Once refusals pour in, a VM link appearing is handled as fast as ever...
+    daemon
+        .wait_for_log(&["refused to learn"], 5 * SECOND)
+        .unwrap();
+    let ready = ["vm ready", "vm=a"];
+    let seen = daemon.count_log(&ready);
+    lab.libvirt_start("a", "macvtap7").unwrap();
+    let line = daemon
+        .wait_for_another_log(&ready, seen, 5 * SECOND)
+        .unwrap();
+    let reaction = daemon::log_field(&line, "reaction_us").unwrap();
+    assert!(reaction < 500_000, "a new VM link waited {reaction} us behind the flood");
+    // ... and so is SIGTERM.
+    let t0 = Instant::now();
+    assert!(daemon.stop_with(libc::SIGTERM).unwrap().success());
+    let took = t0.elapsed();
+    assert!(took < 2 * SECOND, "SIGTERM took {took:?} during the flood");
+    let sent = flood.join().unwrap().unwrap();
+    let logged = daemon.count_log(&["refused to learn:"]);
+    println!("{sent} frames from 4000 sources; VM a live {reaction} us after its link came; {logged} refusals logged; exit in {took:?}");
+    assert!(sent >= 4000, "the flood was too short to mean anything ({sent})");
+    assert!(logged <= 10, "{logged} refusal lines for one VM in a few seconds");
 }

@@ -112,3 +112,34 @@ fn the_uplink_firewall_applies_to_kernel_guests_too() {
     assert!(!ping(k, mvbridge_tests::lab::NAT_VM));
     assert!(ping(k, HOST) && ping(k, HOST6));
 }
+
+#[test]
+fn a_container_restarted_under_the_same_name_is_followed_into_its_new_namespace() {
+    let mut lab = lab_with_kernel_guests();
+    let config = lab
+        .config()
+        .replace("[shim]", "resync_seconds = 1\n\n[shim]");
+    let path = lab.write_config("mvbridge.toml", &config).unwrap();
+    let daemon = Daemon::start(&lab.host, &path).unwrap();
+    let k = lab.spec("k").clone();
+    assert!(ping(&lab.host, k.addr));
+
+    // A new namespace by the same name: the daemon must look there, not
+    // into the one its connection was made in.
+    let ready = ["vm ready", "vm=k"];
+    let seen = daemon.count_log(&ready);
+    let took = lab
+        .restart_kernel_guest("k", std::time::Duration::from_secs(5))
+        .unwrap();
+    println!("the container's MAC was free again after {took:?}");
+    daemon
+        .wait_for_another_log(&ready, seen, std::time::Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        mvbridge_tests::traffic::ping_retry(&lab.host, k.addr, 3),
+        "host -> k in its new namespace"
+    );
+    assert!(ping(lab.guest("k"), HOST), "k in its new namespace -> host");
+    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
+}

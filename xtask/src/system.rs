@@ -12,7 +12,8 @@ use crate::{on_path, run};
 pub type Tool = (&'static str, &'static str);
 
 /// What the namespace lab runs: iproute2 builds it, ping and iperf3
-/// drive traffic, tcpdump watches the wire, iptables NATs the private VMs.
+/// drive traffic, tcpdump watches the wire, iptables NATs the private VMs,
+/// xz unpacks the earlier release the upgrade test starts from.
 pub const LAB: &[Tool] = &[
     ("ip", "iproute2"),
     ("tc", "iproute2"),
@@ -20,6 +21,7 @@ pub const LAB: &[Tool] = &[
     ("tcpdump", "tcpdump"),
     ("iptables", "iptables"),
     ("iperf3", "iperf3"),
+    ("xz", "xz-utils"),
 ];
 
 /// Installs the packages of the tools in `tools` that are not on PATH,
