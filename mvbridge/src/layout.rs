@@ -284,7 +284,9 @@ fn copy_array(
     for slot in 0..from.max_entries.min(spec.max_entries) {
         let key = slot.to_ne_bytes();
         // Fresh maps hold zeros: only slots in use need copying.
-        if !raw::lookup(old.fd().as_fd(), &key, &mut old_value)? || old_value.iter().all(|b| *b == 0) {
+        if !raw::lookup(old.fd().as_fd(), &key, &mut old_value)?
+            || old_value.iter().all(|b| *b == 0)
+        {
             continue;
         }
         let mut new_value = vec![0u8; new_stride * cpus];

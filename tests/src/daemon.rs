@@ -124,7 +124,12 @@ impl Daemon {
     /// Waits until more than `seen` log lines contain all of `needles`
     /// (`seen`: `count_log` before the action whose line is awaited);
     /// returns the newest.
-    pub fn wait_for_another_log(&self, needles: &[&str], seen: usize, timeout: Duration) -> Result<String> {
+    pub fn wait_for_another_log(
+        &self,
+        needles: &[&str],
+        seen: usize,
+        timeout: Duration,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let log = self.log();
@@ -286,4 +291,31 @@ pub fn steered(row: &serde_json::Value, source: Option<&str>) -> Vec<String> {
         .filter(|a| a["steered"] == true && source.is_none_or(|s| a["source"] == s))
         .filter_map(|a| a["address"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Waits until the datapath has steered `more` further packets on
+/// `path`/`proto` (a flood is under way through it): what a test waits
+/// for before changing something under traffic.
+pub fn wait_until_steering(
+    host: &Netns,
+    config: &Path,
+    path: &str,
+    proto: &str,
+    more: u64,
+) -> Result<()> {
+    let from = path_packets(&status(host, config)?.1, path, proto);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = path_packets(&status(host, config)?.1, path, proto);
+        if now >= from + more {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{path} {proto}: only {} packets steered within 10 s",
+                now - from
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -304,7 +304,11 @@ impl Lab {
     /// macvlan with the same MAC. That MAC is only free once nothing holds
     /// the old namespace; returns how long that took (polled, giving up
     /// after `patience`).
-    pub fn restart_kernel_guest(&mut self, key: &str, patience: std::time::Duration) -> Result<std::time::Duration> {
+    pub fn restart_kernel_guest(
+        &mut self,
+        key: &str,
+        patience: std::time::Duration,
+    ) -> Result<std::time::Duration> {
         let i = self
             .specs
             .iter()

@@ -189,3 +189,49 @@ impl RoutingState {
             .map(str::to_owned)
     }
 }
+
+/// Every TCX attachment in `host` as (link, side, program), duplicates
+/// kept: a restart that attached twice shows here.
+pub fn tcx_attachments(host: &Netns) -> Result<Vec<(String, &'static str, String)>> {
+    let names: Vec<String> = host
+        .ip(&["-o", "link", "show"])?
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect();
+    host.in_ns(move || {
+        let mut out = Vec::new();
+        for name in names {
+            for (side, t) in [
+                ("ingress", TcAttachType::Ingress),
+                ("egress", TcAttachType::Egress),
+            ] {
+                if let Ok((_, progs)) = SchedClassifier::query_tcx(&name, t) {
+                    for p in progs {
+                        out.push((
+                            name.clone(),
+                            side,
+                            p.name_as_str().unwrap_or("?").to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// One of our programs per hooked link and side, never two.
+pub fn one_program_per_hook(host: &Netns) -> Result<()> {
+    let all = tcx_attachments(host)?;
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|(_, _, p)| p.starts_with("mvb_"))
+        .collect();
+    for (i, a) in ours.iter().enumerate() {
+        if ours[i + 1..].iter().any(|b| b.0 == a.0 && b.1 == a.1) {
+            anyhow::bail!("two of our programs on {} {}: {ours:?}", a.0, a.1);
+        }
+    }
+    Ok(())
+}

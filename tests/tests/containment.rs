@@ -468,7 +468,14 @@ fn a_vm_sending_from_random_sources_delays_nothing() {
     let cmac = parse_mac(lab.spec("c").mac).unwrap();
     let host_mac = lab.uplink_mac().unwrap();
     let frames: Vec<Vec<u8>> = (0..4000u32)
-        .map(|i| t::ipv4(host_mac, cmac, (0x0a00_0000 + i).to_be_bytes(), HOST.octets()))
+        .map(|i| {
+            t::ipv4(
+                host_mac,
+                cmac,
+                (0x0a00_0000 + i).to_be_bytes(),
+                HOST.octets(),
+            )
+        })
         .collect();
     let sender = Netns::borrowed(&lab.guest("c").name);
     let flood = std::thread::spawn(move || send_raw_for(&sender, "eth0", frames, 4 * SECOND));
@@ -484,7 +491,10 @@ fn a_vm_sending_from_random_sources_delays_nothing() {
         .wait_for_another_log(&ready, seen, 5 * SECOND)
         .unwrap();
     let reaction = daemon::log_field(&line, "reaction_us").unwrap();
-    assert!(reaction < 500_000, "a new VM link waited {reaction} us behind the flood");
+    assert!(
+        reaction < 500_000,
+        "a new VM link waited {reaction} us behind the flood"
+    );
     // ... and so is SIGTERM.
     let t0 = Instant::now();
     assert!(daemon.stop_with(libc::SIGTERM).unwrap().success());
@@ -492,7 +502,15 @@ fn a_vm_sending_from_random_sources_delays_nothing() {
     assert!(took < 2 * SECOND, "SIGTERM took {took:?} during the flood");
     let sent = flood.join().unwrap().unwrap();
     let logged = daemon.count_log(&["refused to learn:"]);
-    println!("{sent} frames from 4000 sources; VM a live {reaction} us after its link came; {logged} refusals logged; exit in {took:?}");
-    assert!(sent >= 4000, "the flood was too short to mean anything ({sent})");
-    assert!(logged <= 10, "{logged} refusal lines for one VM in a few seconds");
+    println!(
+        "{sent} frames from 4000 sources; VM a live {reaction} us after its link came; {logged} refusals logged; exit in {took:?}"
+    );
+    assert!(
+        sent >= 4000,
+        "the flood was too short to mean anything ({sent})"
+    );
+    assert!(
+        logged <= 10,
+        "{logged} refusal lines for one VM in a few seconds"
+    );
 }

@@ -111,7 +111,7 @@ fn the_shim_never_reaches_the_wire_and_the_host_answers_arp_from_the_uplink_only
     for _ in 0..3 {
         // The drop shows as ENOBUFS to the sender; the counter below
         // proves the frames reached the shim's hook.
-        let _ = send_raw(&lab.host, SHIM, arp_request(shim_mac, HOST, GW));
+        send_raw(&lab.host, SHIM, arp_request(shim_mac, HOST, GW)).unwrap();
     }
     // And a VM's ARP for the host is answered inside the host.
     lab.guest("a")

@@ -205,9 +205,13 @@ fn flows_survive_vm_churn_and_nothing_leaks() {
         "daemon memory grew {rss_start} -> {rss_end} KiB"
     );
 
-    // The tables end as they began (VM b is up, as at the start).
-    std::thread::sleep(Duration::from_millis(200));
+    // The tables end as they began (VM b is up, as at the start), once
+    // the daemon has seen its last restart.
     let tables = PinnedMaps::open(&pins).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tables.entry_counts() != baseline && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(tables.entry_counts(), baseline, "tables grew: a leak");
     // Counters add up: what left a VM arrived somewhere, per path.
     let (_, status) = daemon::status(&lab.host, &path).unwrap();

@@ -22,7 +22,11 @@ fn layout1_binary(lab: &Lab) -> PathBuf {
         .args(["-dc", &fixture.display().to_string()])
         .output()
         .expect("xz runs (xz-utils)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = lab.dir.join("mvbridge-layout1");
     std::fs::write(&path, out.stdout).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -50,7 +54,10 @@ fn an_upgrade_from_layout_1_is_a_restart_without_a_gap() {
     let a = lab.spec("a").addr;
     assert!(ping(&lab.host, a));
     let root = lab.bpffs();
-    assert!(root.join("MVB_LOCAL4").exists(), "layout 1 pins its maps at the root");
+    assert!(
+        root.join("MVB_LOCAL4").exists(),
+        "layout 1 pins its maps at the root"
+    );
 
     let to_vm = Flood::start(&lab.host, a, 1500, 2).unwrap();
     let to_host = Flood::start(lab.guest("a"), HOST, 1500, 2).unwrap();
@@ -68,18 +75,35 @@ fn an_upgrade_from_layout_1_is_a_restart_without_a_gap() {
 
     let next = Daemon::start(&lab.host, &path).unwrap();
     let carried = next
-        .wait_for_log(&["carried the pinned maps into the new layout", "from=1"], Duration::from_secs(5))
+        .wait_for_log(
+            &["carried the pinned maps into the new layout", "from=1"],
+            Duration::from_secs(5),
+        )
         .unwrap();
-    assert!(next.log().contains("adopted the pinned datapath"), "{}", next.log());
+    assert!(
+        next.log().contains("adopted the pinned datapath"),
+        "{}",
+        next.log()
+    );
 
     let (r1, r2) = (to_vm.finish().unwrap(), to_host.finish().unwrap());
     println!("{carried}\nflood host->VM {r1:?}, VM->host {r2:?}");
-    assert_eq!(r1.sent, r1.received, "host -> VM lost packets across the upgrade");
-    assert_eq!(r2.sent, r2.received, "VM -> host lost packets across the upgrade");
+    assert_eq!(
+        r1.sent, r1.received,
+        "host -> VM lost packets across the upgrade"
+    );
+    assert_eq!(
+        r2.sent, r2.received,
+        "VM -> host lost packets across the upgrade"
+    );
 
     // The old layout is gone; the new one holds what the old one counted.
     for spec in abi::PROGRAM_MAPS {
-        assert!(!root.join(spec.name).exists(), "{} left at the root", spec.name);
+        assert!(
+            !root.join(spec.name).exists(),
+            "{} left at the root",
+            spec.name
+        );
     }
     assert!(host_to_vm_ipv4(&half) >= counted_by_v1);
     let (attached, status) = daemon::status(&lab.host, &path).unwrap();
