@@ -10,7 +10,8 @@
 use core::mem::size_of;
 
 use crate::maps::{
-    Counter, Endpoint, Ipv4Key, Ipv6Key, LearnEvent, Mac, Settings, VmCounters, VmLink,
+    Counter, Endpoint, HookName, HookRecord, Ipv4Key, Ipv6Key, LearnEvent, Mac, Settings,
+    VmCounters, VmLink,
 };
 use crate::ratelimit::Bucket;
 use crate::stats::{DROP_SLOTS, PATH_SLOTS};
@@ -123,6 +124,13 @@ pub const PROGRAM_MAPS: [MapSpec; 11] = [
 /// programs never read it), so a restarted daemon gives every VM its old
 /// slot back.
 pub const SLOTS: MapSpec = MapSpec::of::<u64, u32>("MVB_SLOTS", MapKind::Hash, MAX_VMS);
+/// Hooks attached as classic TC filters (which, unlike TCX links, have no
+/// pin to find them by): created and pinned by the loader.
+pub const HOOKS: MapSpec =
+    MapSpec::of::<HookName, HookRecord>("MVB_HOOKS", MapKind::Hash, 2 * MAX_VMS);
+
+/// The maps the loader creates (the programs never see them).
+pub const LOADER_MAPS: [MapSpec; 2] = [SLOTS, HOOKS];
 
 /// Program names as the kernel shows them (at most 15 bytes).
 pub const PROG_UPLINK: &str = "mvb_uplink";
@@ -137,7 +145,7 @@ mod tests {
     #[test]
     fn names_are_unique_and_checked() {
         let mut all = PROGRAM_MAPS.to_vec();
-        all.push(SLOTS);
+        all.extend(LOADER_MAPS);
         for (i, a) in all.iter().enumerate() {
             assert!(a.is_named(a.name));
             for b in &all[i + 1..] {

@@ -96,6 +96,24 @@ pub struct Settings {
     pub shim_mac: Mac,
 }
 
+/// `HookRecord::flags`: mvbridge created the link's clsact qdisc, so it
+/// may delete it once no filter is left on it.
+pub const HOOK_QDISC_OURS: u32 = 1;
+
+/// A hook attached as a classic TC filter (kernels without TCX), by the
+/// name its TCX pin would have: what `down` and the loop remove later.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HookRecord {
+    /// The link's ifindex in its namespace when the filter was attached.
+    pub ifindex: u32,
+    /// `HOOK_*` bits.
+    pub flags: u32,
+}
+
+/// The key of a [`HookRecord`]: a hook's name, NUL-padded.
+pub type HookName = [u8; 128];
+
 /// Packets and bytes, summed over CPUs by the reader.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -114,6 +132,7 @@ mod pod {
     unsafe impl aya::Pod for super::VmLink {}
     unsafe impl aya::Pod for super::VmCounters {}
     unsafe impl aya::Pod for super::LearnEvent {}
+    unsafe impl aya::Pod for super::HookRecord {}
     unsafe impl aya::Pod for crate::ratelimit::Bucket {}
 }
 
@@ -123,3 +142,4 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<VmLink>() == 16);
 const _: () = assert!(core::mem::size_of::<VmCounters>() == 80);
 const _: () = assert!(core::mem::size_of::<LearnEvent>() == 24);
+const _: () = assert!(core::mem::size_of::<HookRecord>() == 8);

@@ -3,20 +3,19 @@
 //! ones deleted; VM links kept quiet on the host's side), then the tables,
 //! then the hooks that read them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use crate::bpffs::PinDir;
 use crate::config::Config;
 use crate::contents::Contents;
 use crate::datapath::{Datapath, Role};
 use crate::error::{Error, Result};
-use crate::hooks::{self, HookKey, LinkAt};
+use crate::hooks::{HookKey, Hooks, LinkAt};
 use crate::maps::PinnedMaps;
 use crate::netlink::{Link, Netlink};
 use crate::netns::NetnsId;
 use crate::plan::{self, Plan, ShimState};
-use crate::world::{Namespace, World};
+use crate::world::{Namespace, Observer, World};
 
 /// How much a pass checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +54,7 @@ impl Outcome {
 /// The datapath's kernel side as the daemon holds it.
 pub struct Applier {
     nl: Netlink,
-    pins: PinDir,
+    hooks: Hooks,
     datapath: Datapath,
     maps: PinnedMaps,
     prog_ids: HashMap<Role, u32>,
@@ -67,7 +66,7 @@ pub struct Applier {
 impl Applier {
     pub fn new(
         nl: Netlink,
-        pins: PinDir,
+        hooks: Hooks,
         mut datapath: Datapath,
         maps: PinnedMaps,
     ) -> Result<Applier> {
@@ -77,7 +76,7 @@ impl Applier {
         }
         Ok(Applier {
             nl,
-            pins,
+            hooks,
             datapath,
             maps,
             prog_ids,
@@ -93,6 +92,10 @@ impl Applier {
         &self.maps
     }
 
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
     /// Carries out `plan`. When it had to create VM links it stops after
     /// creating them (`Outcome::created`): the caller plans again with the
     /// links there.
@@ -101,6 +104,7 @@ impl Applier {
         config: &Config,
         plan: &Plan,
         world: &World,
+        observer: &Observer,
         pass: Pass,
     ) -> Result<Outcome> {
         let mut out = Outcome::default();
@@ -160,14 +164,23 @@ impl Applier {
                     _ => None,
                 });
             let key = vm.hook().expect("a live VM has a hook");
-            self.hook(&key, ns, link.index, pass, &mut out)?;
+            let nl = observer
+                .netlink_in(vm.netns.as_deref())
+                .ok_or_else(|| {
+                    Error::Unfit(format!("lost the connection into netns {:?}", vm.netns))
+                })?
+                .clone();
+            self.hook(&key, link, &nl, ns, pass, &mut out).await?;
         }
         let uplink = HookKey {
             role: Role::Uplink,
             at: LinkAt::Host(plan.uplink.name.clone()),
         };
-        self.hook(&uplink, None, plan.uplink.index, pass, &mut out)?;
-        self.remove_stale_hooks(&plan.hooks(config), &mut out);
+        let nl = self.nl.clone();
+        self.hook(&uplink, &plan.uplink, &nl, None, pass, &mut out)
+            .await?;
+        self.remove_stale_hooks(&plan.hooks(config), observer, &mut out)
+            .await;
         Ok(out)
     }
 
@@ -194,12 +207,13 @@ impl Applier {
             }
             ShimState::Missing => self.create_shim(config, plan, out).await?,
         };
+        let nl = self.nl.clone();
         for role in [Role::Shim, Role::ShimIn] {
             let key = HookKey {
                 role,
                 at: LinkAt::Host(name.clone()),
             };
-            self.hook(&key, None, shim.index, pass, out)?;
+            self.hook(&key, &shim, &nl, None, pass, out).await?;
         }
         if !shim.up {
             self.nl.set_up(shim.index).await?;
@@ -237,49 +251,65 @@ impl Applier {
         ipv6_off(&link.name)
     }
 
-    /// Makes sure `key`'s program runs on its link (`ifindex`, in
-    /// namespace `ns` for links outside the host's).
-    fn hook(
+    /// Makes sure `key`'s program runs on `link` (`nl` speaks to its
+    /// namespace, `ns`, for links outside the host's).
+    async fn hook(
         &mut self,
         key: &HookKey,
+        link: &Link,
+        nl: &Netlink,
         ns: Option<NetnsId>,
-        ifindex: u32,
         pass: Pass,
         out: &mut Outcome,
     ) -> Result<()> {
-        let known = self.hooked.get(key) == Some(&(ns, ifindex));
+        let known = self.hooked.get(key) == Some(&(ns, link.index));
         if known && pass == Pass::Event {
             return Ok(());
         }
         let id = self.prog_ids[&key.role];
-        let attached =
-            hooks::programs_on(key).is_ok_and(|progs| progs.iter().any(|(p, _)| *p == id));
-        if !attached {
-            hooks::attach(&self.pins, key, self.datapath.program(key.role)?)?;
-            tracing::info!(hook = %key, "hook attached");
+        let runs = match self.hooks.runs(key, link, nl, id).await {
+            Ok(runs) => runs,
+            // Attaching says what is wrong, if anything is.
+            Err(e) => {
+                tracing::debug!(hook = %key, "{}", crate::errno::chain(&e));
+                false
+            }
+        };
+        if !runs {
+            let prog = self.datapath.program(key.role)?;
+            self.hooks.attach(key, link, nl, prog).await?;
+            tracing::info!(hook = %key, mode = self.hooks.mode().name(), "hook attached");
             out.attached.push(key.clone());
         }
-        self.hooked.insert(key.clone(), (ns, ifindex));
+        self.hooked.insert(key.clone(), (ns, link.index));
         Ok(())
     }
 
-    fn remove_stale_hooks(
+    /// Removes hooks no plan wants any more, and hooks attached the other
+    /// way (the kernel gained TCX: the classic filters go once the TCX
+    /// links run).
+    async fn remove_stale_hooks(
         &mut self,
-        wanted: &std::collections::BTreeSet<HookKey>,
+        wanted: &BTreeSet<HookKey>,
+        observer: &Observer,
         out: &mut Outcome,
     ) {
-        for (key, path) in self.pins.hooks() {
-            if wanted.contains(&key) {
+        let mode = self.hooks.mode();
+        for found in self.hooks.found() {
+            if found.mode == mode && wanted.contains(&found.key) {
                 continue;
             }
-            match hooks::detach(&path) {
+            let nl = observer.netlink_in(found.key.at.netns()).cloned();
+            match self.hooks.remove(&found, nl.as_ref()).await {
                 Ok(_) => {
-                    tracing::info!(hook = %key, "hook removed");
-                    out.detached.push(key);
+                    tracing::info!(hook = %found.key, mode = found.mode.name(), "hook removed");
+                    out.detached.push(found.key);
                 }
-                Err(e) => {
-                    tracing::warn!(hook = %key, "cannot remove a stale hook: {}", crate::errno::chain(&e))
-                }
+                Err(e) => tracing::warn!(
+                    hook = %found.key,
+                    "cannot remove a stale hook: {}",
+                    crate::errno::chain(&e)
+                ),
             }
         }
         self.hooked.retain(|k, _| wanted.contains(k));

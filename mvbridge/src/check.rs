@@ -9,7 +9,8 @@ use aya::programs::{SchedClassifier, TcAttachType};
 
 use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr};
-use crate::hooks::LinkAt;
+use crate::datapath::Role;
+use crate::hooks::{AttachMode, LinkAt, tc};
 use crate::learning::Learnt;
 use crate::maps::PinnedMaps;
 use crate::netlink::Netlink;
@@ -76,10 +77,20 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
     }
     match preflight::kernel() {
         Ok(()) => f.ok(format!(
-            "Linux {} with bpf() and TCX",
+            "Linux {} with bpf() and BPF ring buffers",
             sysctl("kernel/osrelease").unwrap_or_default()
         )),
         Err(e) => f.fail(format!("{e:#}")),
+    }
+    match AttachMode::resolve(config.attach) {
+        Ok(AttachMode::Tcx) => f.ok("hooks attach as TCX links (attach mode tcx)"),
+        Ok(AttachMode::Tc) => f.ok(format!(
+            "hooks attach as classic TC filters (attach mode tc{}): priority {}, handle {:#x}, on a clsact qdisc",
+            if AttachMode::probe() == AttachMode::Tc { ": this kernel has no TCX" } else { ", as configured" },
+            tc::PRIORITY,
+            tc::HANDLE
+        )),
+        Err(e) => f.fail(e.to_string()),
     }
     if Path::new("/sys/kernel/btf/vmlinux").exists() {
         f.ok("kernel BTF available");
@@ -164,6 +175,7 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
     }
 
     f.section("other programs and leftovers");
+    let nl = observer.netlink();
     for (dir, t) in [
         ("egress", TcAttachType::Egress),
         ("ingress", TcAttachType::Ingress),
@@ -171,10 +183,40 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
         if let Ok((_, progs)) = SchedClassifier::query_tcx(up, t) {
             for p in progs {
                 let name = p.name_as_str().unwrap_or("?");
-                if !name.starts_with("mvb_") {
-                    f.warn(format!(
-                        "foreign TCX program {name:?} (id {}) on {up} {dir}: it runs before mvbridge's and can hide frames from it",
+                if Role::ALL.iter().any(|r| r.program() == name) {
+                    continue;
+                }
+                match AttachMode::resolve(config.attach) {
+                    Ok(AttachMode::Tc) => f.fail(format!(
+                        "TCX program {name:?} (id {}) on {up} {dir} runs before any classic filter, mvbridge's too: use attach = \"auto\"",
                         p.id()
+                    )),
+                    _ => f.warn(format!(
+                        "TCX program {name:?} (id {}) on {up} {dir}: it stays, and runs after mvbridge's (attached first)",
+                        p.id()
+                    )),
+                }
+            }
+        }
+        if let Ok(filters) = nl.filters(plan.uplink.index, dir == "ingress").await {
+            for x in filters
+                .iter()
+                .filter(|x| !(x.priority == tc::PRIORITY && x.handle == tc::HANDLE))
+            {
+                let what = x
+                    .name
+                    .as_deref()
+                    .map(|n| format!(" {n:?}"))
+                    .unwrap_or_default();
+                if x.priority == tc::PRIORITY {
+                    f.fail(format!(
+                        "{} filter{what} (handle {:#x}) on {up} {dir} holds priority {}, where mvbridge's classic filters go: move it to another priority",
+                        x.kind, x.handle, tc::PRIORITY
+                    ));
+                } else {
+                    f.warn(format!(
+                        "{} filter{what} (priority {}, handle {:#x}) on {up} {dir}: it stays, and runs after mvbridge's hooks",
+                        x.kind, x.priority, x.handle
                     ));
                 }
             }

@@ -10,6 +10,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use crate::hooks::AttachSetting;
+
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/mvbridge";
 pub const DEFAULT_SHIM: &str = "mvb0";
 pub const DEFAULT_PIDFILE: &str = "/run/mvbridge.pid";
@@ -34,6 +36,9 @@ pub struct Config {
     /// Forward the programs' own debug events (drops, with reason and
     /// link) to the log. Off by default: it costs a little per drop.
     pub ebpf_log: bool,
+    /// How hooks are attached: TCX where the kernel has it ("auto"), or
+    /// forced.
+    pub attach: AttachSetting,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +207,8 @@ struct RawConfig {
     pidfile: Option<PathBuf>,
     #[serde(default)]
     ebpf_log: bool,
+    #[serde(default)]
+    attach: AttachSetting,
     shim: Option<RawShim>,
     #[serde(default)]
     vm: Vec<RawVm>,
@@ -332,6 +339,7 @@ impl RawConfig {
             resync_seconds,
             pidfile,
             ebpf_log: self.ebpf_log,
+            attach: self.attach,
         };
         check_unique(&config)?;
         Ok(config)
@@ -676,6 +684,10 @@ addresses = ["203.0.113.162"]
                 "is not an address:port",
             ),
             (
+                "uplink = \"eth0\"\nattach = \"netlink\"\n",
+                "unknown variant `netlink`, expected one of `auto`, `tcx`, `tc`",
+            ),
+            (
                 "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\ninterface = \"t0\"\naddresses = [\"ff02::1\"]\n",
                 "not a unicast address",
             ),
@@ -721,6 +733,7 @@ addresses = ["203.0.113.162"]
                 "resync_seconds",
                 "pidfile",
                 "ebpf_log",
+                "attach",
                 "name",
                 "interface",
                 "mac",

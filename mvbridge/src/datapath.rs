@@ -103,10 +103,20 @@ impl Datapath {
     /// The do-nothing program the benchmark measures as its baseline,
     /// loaded on first use.
     pub fn baseline(&mut self) -> Result<&mut SchedClassifier> {
-        let prog = program(&mut self.ebpf, "mvb_empty")?;
+        self.standalone("mvb_empty")
+    }
+
+    /// The program that accepts every frame, which tests hang on a link as
+    /// somebody else's; loaded on first use.
+    pub fn accept_all(&mut self) -> Result<&mut SchedClassifier> {
+        self.standalone("mvb_accept")
+    }
+
+    fn standalone(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        let prog = program(&mut self.ebpf, name)?;
         if prog.fd().is_err() {
             prog.load()
-                .map_err(|e| Error::bpf("loading the baseline program", e))?;
+                .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
         }
         Ok(prog)
     }

@@ -114,24 +114,26 @@ pub enum Carry {
 
 /// The maps of layout `layout` (those this binary can migrate from).
 pub fn specs_of(layout: u32) -> Option<Vec<MapSpec>> {
-    let now = abi::PROGRAM_MAPS.iter().chain([&abi::SLOTS]).copied();
+    let now = abi::PROGRAM_MAPS.iter().chain(&abi::LOADER_MAPS).copied();
     match layout {
         l if l == abi::LAYOUT => Some(now.collect()),
         1 => Some(
-            now.map(|spec| match spec.name {
-                // Settings carried the shim's ifindex at the end.
-                "MVB_SETTINGS" => MapSpec {
-                    value_size: 20,
-                    ..spec
-                },
-                // One drop counter per reason, 8 reasons.
-                "MVB_DROPS" => MapSpec {
-                    max_entries: 8,
-                    ..spec
-                },
-                _ => spec,
-            })
-            .collect(),
+            // Layout 1 attached TCX links only: no hook records.
+            now.filter(|spec| spec.name != abi::HOOKS.name)
+                .map(|spec| match spec.name {
+                    // Settings carried the shim's ifindex at the end.
+                    "MVB_SETTINGS" => MapSpec {
+                        value_size: 20,
+                        ..spec
+                    },
+                    // One drop counter per reason, 8 reasons.
+                    "MVB_DROPS" => MapSpec {
+                        max_entries: 8,
+                        ..spec
+                    },
+                    _ => spec,
+                })
+                .collect(),
         ),
         _ => None,
     }
@@ -143,7 +145,7 @@ pub fn carry(from: u32, spec: &MapSpec) -> Option<Carry> {
         // Layout 1: Settings had a trailing field no program read; the
         // drop counters had one slot per reason, now room to grow.
         (1, "MVB_SETTINGS") | (1, "MVB_DROPS") => Some(Carry::Prefix),
-        (1, "MVB_LEARN") | (1, "MVB_LEARNT") => Some(Carry::Fresh),
+        (1, "MVB_LEARN") | (1, "MVB_LEARNT") | (1, "MVB_HOOKS") => Some(Carry::Fresh),
         (1, _) => Some(Carry::Same),
         _ => None,
     }
@@ -154,7 +156,7 @@ pub fn carry(from: u32, spec: &MapSpec) -> Option<Carry> {
 pub fn migrate(pins: &PinDir, from: u32) -> Result<usize> {
     let old_dir = pins.maps_of(from);
     let mut copied = 0;
-    for spec in abi::PROGRAM_MAPS.iter().chain([&abi::SLOTS]) {
+    for spec in abi::PROGRAM_MAPS.iter().chain(&abi::LOADER_MAPS) {
         let rule = carry(from, spec).ok_or_else(|| {
             Error::Unfit(format!(
                 "this mvbridge cannot carry map layout {from} over (it knows layout 1); run `mvbridge down` first"
@@ -184,7 +186,7 @@ pub fn migrate(pins: &PinDir, from: u32) -> Result<usize> {
 /// still uses them).
 pub fn remove(pins: &PinDir, from: u32) -> Result<()> {
     let dir = pins.maps_of(from);
-    for spec in abi::PROGRAM_MAPS.iter().chain([&abi::SLOTS]) {
+    for spec in abi::PROGRAM_MAPS.iter().chain(&abi::LOADER_MAPS) {
         let path = dir.join(spec.name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -389,7 +391,7 @@ mod tests {
 
     #[test]
     fn every_map_of_layout_1_has_a_rule() {
-        for spec in abi::PROGRAM_MAPS.iter().chain([&abi::SLOTS]) {
+        for spec in abi::PROGRAM_MAPS.iter().chain(&abi::LOADER_MAPS) {
             assert!(carry(1, spec).is_some(), "{}", spec.name);
         }
         assert_eq!(carry(1, &abi::SETTINGS), Some(Carry::Prefix));

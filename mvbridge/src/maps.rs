@@ -8,7 +8,7 @@ use aya::Pod;
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use mvbridge_common::abi::{self, MapSpec};
 use mvbridge_common::maps::{
-    Counter, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VmCounters, VmLink,
+    Counter, Endpoint, HookName, HookRecord, Ipv4Key, Ipv6Key, Mac, Settings, VmCounters, VmLink,
 };
 use mvbridge_common::stats::{DropReason, Path, Proto, path_slot};
 
@@ -52,18 +52,12 @@ pub fn name_key(name: &str) -> u64 {
 }
 
 impl PinnedMaps {
-    /// Creates and pins the slot map, unless an earlier run did. Only the
-    /// daemon does this; readers never change the pin directory.
-    pub fn create_slots(pins: &PinDir) -> Result<()> {
-        let path = pins.map(&abi::SLOTS);
-        if !path.exists() {
-            let fresh = HashMap::<MapData, u64, u32>::create(abi::SLOTS.max_entries, 0)
-                .map_err(|e| Error::bpf("creating the slot map", e))?;
-            fresh.pin(&path).map_err(|e| {
-                Error::bpf(format!("pinning the slot map at {}", path.display()), e)
-            })?;
-        }
-        Ok(())
+    /// Creates and pins the maps the loader keeps (counter slots, hook
+    /// records), unless an earlier run did. Only the daemon does this;
+    /// readers never change the pin directory.
+    pub fn create_loader_maps(pins: &PinDir) -> Result<()> {
+        create::<u64, u32>(pins, &abi::SLOTS)?;
+        create::<HookName, HookRecord>(pins, &abi::HOOKS)
     }
 
     /// Opens the pinned maps.
@@ -257,6 +251,18 @@ impl PinnedMaps {
             })
             .collect()
     }
+}
+
+fn create<K: Pod, V: Pod>(pins: &PinDir, spec: &MapSpec) -> Result<()> {
+    let path = pins.map(spec);
+    if path.exists() {
+        return Ok(());
+    }
+    let fresh = HashMap::<MapData, K, V>::create(spec.max_entries, 0)
+        .map_err(|e| Error::bpf(format!("creating {}", spec.name), e))?;
+    fresh
+        .pin(&path)
+        .map_err(|e| Error::bpf(format!("pinning {} at {}", spec.name, path.display()), e))
 }
 
 fn sync_map<K, V>(

@@ -15,6 +15,7 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::packet_route::tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcMessage, TcOption};
 use rtnetlink::{Handle, LinkMacVlan, LinkMacVtap, LinkUnspec};
 
 use crate::error::{Error, Result};
@@ -93,6 +94,18 @@ impl Link {
 pub struct Neighbour {
     pub addr: IpAddr,
     pub mac: Option<Mac>,
+}
+
+/// A classifier on one side of a link's clsact qdisc (`tc filter show`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub priority: u16,
+    pub handle: u32,
+    /// "bpf", "u32", "flower", ...
+    pub kind: String,
+    /// A BPF filter's program name (its ELF section name) and id.
+    pub name: Option<String>,
+    pub prog_id: Option<u32>,
 }
 
 /// A connection to rtnetlink in the network namespace it was made in.
@@ -332,6 +345,95 @@ impl Netlink {
         out.extend(entries.iter().filter_map(|n| resolved_on(n, index)));
         Ok(out)
     }
+}
+
+impl Netlink {
+    /// The classifiers on the ingress or egress side of link `index`.
+    pub async fn filters(&self, index: u32, ingress: bool) -> Result<Vec<Filter>> {
+        let mut tc = self.handle.traffic_filter(index as i32);
+        let req = if ingress {
+            tc.get().ingress()
+        } else {
+            tc.get().egress()
+        };
+        let side = if ingress { "ingress" } else { "egress" };
+        let msgs: Vec<TcMessage> = req.execute().try_collect().await.map_err(|e| {
+            Error::netlink(format!("listing the {side} filters of link {index}"), e)
+        })?;
+        Ok(msgs.iter().filter_map(filter).collect())
+    }
+
+    /// The kinds of the qdiscs on link `index` ("clsact", "ingress",
+    /// "noqueue", ...).
+    pub async fn qdiscs(&self, index: u32) -> Result<Vec<String>> {
+        let msgs: Vec<TcMessage> = self
+            .handle
+            .qdisc()
+            .get()
+            .index(index as i32)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| Error::netlink(format!("listing the qdiscs of link {index}"), e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.index == index as i32)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.clone()),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes link `index`'s clsact qdisc (and every filter on it).
+    pub async fn delete_clsact(&self, index: u32) -> Result<()> {
+        let mut req = self.handle.qdisc().del(index as i32);
+        let m = req.message_mut();
+        m.header.parent = TcHandle::CLSACT;
+        m.header.handle = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        // The kernel refuses if the qdisc there is of another kind.
+        m.attributes.push(TcAttribute::Kind("clsact".into()));
+        req.execute()
+            .await
+            .map_err(|e| Error::netlink(format!("deleting the clsact qdisc of link {index}"), e))
+    }
+}
+
+/// A filter of a dump; the entry each priority also gets (handle 0, no
+/// options) is none.
+fn filter(m: &TcMessage) -> Option<Filter> {
+    let handle = u32::from(m.header.handle);
+    if handle == 0 {
+        return None;
+    }
+    let mut f = Filter {
+        priority: (m.header.info >> 16) as u16,
+        handle,
+        kind: String::new(),
+        name: None,
+        prog_id: None,
+    };
+    for a in &m.attributes {
+        match a {
+            TcAttribute::Kind(k) => f.kind = k.clone(),
+            TcAttribute::Options(opts) => {
+                for o in opts {
+                    match o {
+                        TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => f.name = Some(n.clone()),
+                        TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => f.prog_id = Some(*id),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(f)
 }
 
 /// IPv4 carries the local address in IFA_LOCAL, IPv6 in IFA_ADDRESS.

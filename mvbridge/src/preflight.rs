@@ -26,21 +26,21 @@ pub fn privileges(action: &str) -> Result<()> {
     Ok(())
 }
 
-/// TCX (fd-based TC links that can be pinned) arrived in Linux 6.6.
+/// The kernel can run the datapath: the bpf() syscall, and the map kinds
+/// the programs use. The newest of them, the ring buffer, came with Linux
+/// 5.8; mvbridge is tested from Linux 6.1 (Debian 12) up and supports
+/// 5.10 and later. Attaching works either way (see `hooks::AttachMode`):
+/// it is probed, not read off the version.
 pub fn kernel() -> Result<()> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut nums = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    if (major, minor) < (6, 6) {
+    bpf_syscall()?;
+    if !aya::sys::is_map_supported(aya::maps::MapType::RingBuf).unwrap_or(false) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         bail!(
-            "Linux {} is too old: mvbridge attaches its programs as TCX links, which need Linux 6.6 or later",
+            "Linux {} lacks BPF ring buffers (Linux 5.8); mvbridge needs Linux 5.10 or later",
             release.trim()
         );
     }
-    bpf_syscall()
+    Ok(())
 }
 
 /// Creates (and closes) a one-slot array map: the cheapest proof that the

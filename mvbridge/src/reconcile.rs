@@ -13,7 +13,7 @@ use crate::bpffs::{self, PinDir};
 use crate::config::Config;
 use crate::datapath::Datapath;
 use crate::error::{Error, Result};
-use crate::hooks;
+use crate::hooks::{AttachMode, Hooks};
 use crate::layout::{self, Start};
 use crate::learning::{self, Learnt, RefusalLog};
 use crate::maps::PinnedMaps;
@@ -78,8 +78,9 @@ impl Reconciler {
         }
         std::fs::create_dir_all(pins.maps())
             .map_err(|e| Error::io(format!("creating {}", pins.maps().display()), e))?;
+        let mode = AttachMode::resolve(config.attach)?;
         let mut datapath = Datapath::load(&pins.maps(), config.ebpf_log)?;
-        PinnedMaps::create_slots(&pins)?;
+        PinnedMaps::create_loader_maps(&pins)?;
         if let Start::Migrate { from } = start {
             let copied = layout::migrate(&pins, from)?;
             tracing::info!(
@@ -89,10 +90,21 @@ impl Reconciler {
                 "carried the pinned maps into the new layout"
             );
         }
-        let adopted = hooks::adopt(&pins, &mut datapath);
-        if !adopted.is_empty() {
+        let hooks = Hooks::open(&pins, mode)?;
+        tracing::info!(
+            mode = mode.name(),
+            "hooks attach as {}",
+            match mode {
+                AttachMode::Tcx => "TCX links",
+                AttachMode::Tc => "classic TC filters (this kernel has no TCX, or attach = \"tc\")",
+            }
+        );
+        let adopted = hooks.adopt(&mut datapath);
+        if start != Start::Fresh {
+            // TCX links were swapped here; classic filters are replaced in
+            // place by the first pass.
             let list: Vec<String> = adopted.iter().map(ToString::to_string).collect();
-            tracing::info!(hooks = ?list, "adopted the pinned datapath; programs replaced in place");
+            tracing::info!(swapped = ?list, "adopted the pinned datapath; programs replaced in place");
         }
         if let Start::Migrate { from } = start {
             layout::remove(&pins, from)?;
@@ -101,7 +113,7 @@ impl Reconciler {
         // An adopted datapath still holds what the previous daemon learnt:
         // take it back, or the first pass would forget it.
         let learnt = Learnt::recover(&config, &maps);
-        let applier = Applier::new(nl.clone(), pins, datapath, maps)?;
+        let applier = Applier::new(nl.clone(), hooks, datapath, maps)?;
         let mut r = Reconciler {
             config,
             observer: Observer::new(nl),
@@ -147,7 +159,7 @@ impl Reconciler {
             }
             let out = self
                 .applier
-                .apply(&self.config, &plan, &world, pass)
+                .apply(&self.config, &plan, &world, &self.observer, pass)
                 .await?;
             let created = !out.created.is_empty();
             merge(&mut total, out);

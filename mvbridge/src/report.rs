@@ -13,11 +13,12 @@ use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr};
 use crate::datapath::Role;
 use crate::error::Result;
-use crate::hooks::{self, HookKey, LinkAt};
+use crate::hooks::{AttachMode, Found, HookKey, Hooks, LinkAt, tc, tcx};
 use crate::learning::Learnt;
 use crate::maps::PinnedMaps;
+use crate::netlink::Link;
 use crate::plan::{self, VmPlan, VmState};
-use crate::world::Observer;
+use crate::world::{Namespace, Observer, World};
 
 #[derive(Serialize)]
 pub struct Report {
@@ -39,7 +40,10 @@ pub struct HookRow {
     pub role: &'static str,
     pub program: &'static str,
     pub attached: bool,
-    pub pinned: bool,
+    /// How it is attached: "tcx" or "tc" (none when it is not).
+    pub mode: Option<&'static str>,
+    /// Kept for the next daemon: its TCX link pinned, its filter recorded.
+    pub kept: bool,
     pub problem: Option<String>,
 }
 
@@ -171,7 +175,14 @@ pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report>
             config.host_addresses.clone().unwrap_or_default(),
         ),
     };
-    let hooks: Vec<HookRow> = wanted.iter().map(|k| hook_row(&pins, k)).collect();
+    let hooks_kept = Hooks::open(&pins, AttachMode::probe())
+        .map(|h| h.found())
+        .unwrap_or_default();
+    let mut hooks = Vec::new();
+    for key in &wanted {
+        let link = world_link(&world, key);
+        hooks.push(hook_row(key, link, observer, &hooks_kept).await);
+    }
     let hooked = |key: Option<HookKey>| {
         key.and_then(|k| {
             hooks
@@ -206,7 +217,7 @@ pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report>
         None => (Vec::new(), Vec::new()),
     };
     Ok(Report {
-        attached: maps.is_some() && hooks.iter().all(|h| h.attached && h.pinned),
+        attached: maps.is_some() && hooks.iter().all(|h| h.attached && h.kept),
         uplink: config.uplink.clone(),
         hooks,
         host_addresses: {
@@ -299,21 +310,61 @@ fn drop_rows(m: &PinnedMaps) -> Vec<DropRow> {
         .collect()
 }
 
-fn hook_row(pins: &PinDir, key: &HookKey) -> HookRow {
-    let pinned = pins.hook(key).exists();
-    let (attached, problem) = match hooks::programs_on(key) {
-        Ok(progs) => {
-            let ours = progs.iter().any(|(_, name)| name == key.role.program());
-            (ours, (!ours).then(|| "not attached".to_owned()))
-        }
-        Err(e) => (false, Some(crate::errno::chain(&e))),
+/// The link a hook is for, as this look at the world saw it.
+fn world_link<'w>(world: &'w World, key: &HookKey) -> Option<&'w Link> {
+    let links = match key.at.netns() {
+        None => &world.links,
+        Some(ns) => match world.namespaces.get(ns) {
+            Some(Namespace::Seen { links, .. }) => links,
+            _ => return None,
+        },
     };
+    links.iter().find(|l| l.name == key.at.ifname())
+}
+
+/// Whether our program runs as `key`, whichever way it was attached.
+async fn hook_row(
+    key: &HookKey,
+    link: Option<&Link>,
+    observer: &Observer,
+    kept: &[Found],
+) -> HookRow {
+    let named = |name: &str| name == key.role.program();
+    let mut problem = None;
+    let tcx = match tcx::programs_on(key) {
+        Ok(progs) => progs.iter().any(|(_, n)| named(n)),
+        Err(e) => {
+            problem = Some(crate::errno::chain(&e));
+            false
+        }
+    };
+    let filter = match (link, observer.netlink_in(key.at.netns())) {
+        (Some(link), Some(nl)) => tc::ours(key, link, nl)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|f| f.name.as_deref().is_some_and(named)),
+        _ => false,
+    };
+    let mode = if tcx {
+        Some(AttachMode::Tcx)
+    } else if filter {
+        Some(AttachMode::Tc)
+    } else {
+        None
+    };
+    if mode.is_some() {
+        problem = None;
+    } else if problem.is_none() {
+        problem = Some("not attached".to_owned());
+    }
     HookRow {
         interface: key.at.to_string(),
         role: key.role.name(),
         program: key.role.program(),
-        attached,
-        pinned,
+        attached: mode.is_some(),
+        mode: mode.map(AttachMode::name),
+        kept: kept.iter().any(|f| &f.key == key && Some(f.mode) == mode),
         problem,
     }
 }

@@ -42,10 +42,11 @@ fn print_human(r: &Report) {
     );
     println!("\nhooks:");
     for h in &r.hooks {
-        let state = match (&h.problem, h.pinned) {
-            (None, true) => "attached".to_owned(),
-            (None, false) => "attached, pin missing".to_owned(),
-            (Some(p), _) => p.clone(),
+        let state = match (&h.problem, h.kept, h.mode) {
+            (None, true, Some(mode)) => format!("attached ({mode})"),
+            (None, _, Some(mode)) => format!("attached ({mode}), not kept for a restart"),
+            (Some(p), _, _) => p.clone(),
+            (None, _, None) => "not attached".to_owned(),
         };
         println!(
             "  {:<6} {:<16} {:<11} {}",

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use crate::bpffs::PinDir;
 use crate::config::Config;
+use crate::datapath::Role;
 use crate::error::{Error, Result};
-use crate::hooks::{self, HookKey};
+use crate::hooks::{AttachMode, HookKey, Hooks};
 use crate::netlink::Netlink;
 use crate::plan;
 
@@ -32,12 +33,18 @@ pub async fn remove(config: &Config, nl: &Netlink) -> Result<Removed> {
     let pins = PinDir::new(&config.bpffs);
 
     // Hooks first, the uplink's before the others, so steering stops
-    // before the links it points to go away.
-    let mut found = pins.hooks();
-    found.sort_by_key(|(key, _)| (key.role != crate::datapath::Role::Uplink, key.clone()));
-    for (key, path) in found {
-        match hooks::detach(&path) {
-            Ok(true) => removed.hooks.push(key),
+    // before the links it points to go away; however they were attached.
+    let mut hooks = Hooks::open(&pins, AttachMode::probe())?;
+    let mut found = hooks.found();
+    found.sort_by_key(|f| (f.key.role != Role::Uplink, f.key.clone()));
+    for f in found {
+        let there = match f.key.at.netns() {
+            None => Some(nl.clone()),
+            // A namespace that is gone took its links and their filters.
+            Some(ns) => Netlink::connect_in(ns).ok(),
+        };
+        match hooks.remove(&f, there.as_ref()).await {
+            Ok(true) => removed.hooks.push(f.key),
             Ok(false) => {}
             Err(e) => problems.push(crate::errno::chain(&e)),
         }

@@ -62,6 +62,15 @@ impl Observer {
         &self.nl
     }
 
+    /// A connection into `netns` (the host's namespace for `None`), as the
+    /// last look made it; `None` when that namespace was not there.
+    pub fn netlink_in(&self, netns: Option<&str>) -> Option<&Netlink> {
+        match netns {
+            None => Some(&self.nl),
+            Some(n) => self.namespaces.get(n).map(|(_, nl)| nl),
+        }
+    }
+
     pub async fn observe(&mut self, config: &Config) -> Result<World> {
         let links = self.nl.links().await?;
         let (uplink_addresses, wire) = match links.iter().find(|l| l.name == config.uplink) {

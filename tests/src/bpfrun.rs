@@ -76,7 +76,7 @@ impl Bench {
             .map(|l| (l.name.clone(), l.clone()))
             .collect();
         let datapath = Datapath::load(&pins.maps(), false)?;
-        PinnedMaps::create_slots(&pins)?;
+        PinnedMaps::create_loader_maps(&pins)?;
         let maps = PinnedMaps::open(&pins)?;
         let mut bench = Bench {
             datapath,

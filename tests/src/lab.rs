@@ -324,17 +324,23 @@ impl Lab {
         }
         let tmp = format!("kvm-{key}");
         let t0 = std::time::Instant::now();
+        // The kernel tears the old namespace down in the background; its
+        // macvlan holds the MAC until then, and a link with a busy MAC can
+        // be made but not brought up.
         loop {
-            let made = self.host.ipw(&format!(
+            self.host.ipw(&format!(
                 "link add link {UPLINK} name {tmp} address {} type macvlan mode bridge",
                 spec.mac
-            ));
-            match made {
+            ))?;
+            match self.host.ipw(&format!("link set {tmp} up")) {
                 Ok(_) => break,
                 Err(e) if t0.elapsed() > patience => {
                     return Err(e.context(format!("the old namespace of {key} is still held")));
                 }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(_) => {
+                    self.host.ipw(&format!("link del {tmp}"))?;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
             }
         }
         let took = t0.elapsed();
@@ -418,12 +424,15 @@ impl Lab {
         self.dir.join("bpf")
     }
 
-    /// mvbridge's config for this lab.
+    /// mvbridge's config for this lab. `MVB_ATTACH` (auto, tcx, tc) sets
+    /// how it attaches its hooks: `cargo xtask test` runs the suite with
+    /// each mode the kernel has.
     pub fn config(&self) -> String {
         let mut c = format!(
-            "uplink = \"{UPLINK}\"\nbpffs = \"{}\"\npidfile = \"{}\"\n\n[shim]\nname = \"{SHIM}\"\n",
+            "uplink = \"{UPLINK}\"\nbpffs = \"{}\"\npidfile = \"{}\"\nattach = \"{}\"\n\n[shim]\nname = \"{SHIM}\"\n",
             self.bpffs().display(),
-            self.dir.join("mvbridge.pid").display()
+            self.dir.join("mvbridge.pid").display(),
+            attach_mode()
         );
         for s in &self.specs {
             c.push_str(&format!(
@@ -456,6 +465,12 @@ impl Drop for Lab {
         self.guest_ns.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The attach mode the lab's configs ask for (`MVB_ATTACH`, default
+/// auto).
+pub fn attach_mode() -> String {
+    std::env::var("MVB_ATTACH").unwrap_or_else(|_| "auto".into())
 }
 
 /// A guest's stock network config, as its installer wrote it: eth0 up with

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bins;
 pub mod bpfrun;
 pub mod daemon;
+pub mod foreign;
 pub mod guest;
 pub mod lab;
 pub mod matrix;

@@ -16,8 +16,9 @@ pub struct HostState {
     pub links: BTreeSet<String>,
     /// `tc qdisc show` lines.
     pub qdiscs: BTreeSet<String>,
-    /// `ifname ingress|egress program` for every TCX attachment.
-    pub tcx: BTreeSet<String>,
+    /// `ifname ingress|egress program` for every BPF hook: TCX programs
+    /// and classic TC filters alike.
+    pub hooks: BTreeSet<String>,
     /// Entries in the pin directory.
     pub pins: BTreeSet<String>,
     /// Loaded BPF programs named like ours, machine-wide.
@@ -58,22 +59,10 @@ impl HostState {
             .filter(|l| !l.contains("noqueue") && !l.contains("qdisc noop"))
             .map(str::to_owned)
             .collect();
-        let tcx = host.in_ns(move || {
-            let mut out = BTreeSet::new();
-            for name in names {
-                for (dir, t) in [
-                    ("ingress", TcAttachType::Ingress),
-                    ("egress", TcAttachType::Egress),
-                ] {
-                    if let Ok((_, progs)) = SchedClassifier::query_tcx(&name, t) {
-                        for p in progs {
-                            out.insert(format!("{name} {dir} {}", p.name_as_str().unwrap_or("?")));
-                        }
-                    }
-                }
-            }
-            out
-        })?;
+        let hooks = hook_programs(host)?
+            .into_iter()
+            .map(|(link, side, prog)| format!("{link} {side} {prog}"))
+            .collect();
         let pins = match std::fs::read_dir(pin_dir) {
             Ok(rd) => rd
                 .flatten()
@@ -85,7 +74,7 @@ impl HostState {
         Ok(HostState {
             links,
             qdiscs,
-            tcx,
+            hooks,
             pins,
             programs: our_programs(),
         })
@@ -190,17 +179,35 @@ impl RoutingState {
     }
 }
 
-/// Every TCX attachment in `host` as (link, side, program), duplicates
-/// kept: a restart that attached twice shows here.
-pub fn tcx_attachments(host: &Netns) -> Result<Vec<(String, &'static str, String)>> {
-    let names: Vec<String> = host
+/// Every BPF program hooked to a link of `ns` as (link, side, program),
+/// TCX programs and classic TC filters alike, duplicates kept: a restart
+/// that attached twice shows here.
+pub fn hook_programs(ns: &Netns) -> Result<Vec<(String, &'static str, String)>> {
+    let names: Vec<String> = ns
         .ip(&["-o", "link", "show"])?
         .lines()
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n).to_owned())
         .collect();
-    host.in_ns(move || {
-        let mut out = Vec::new();
+    let mut out = Vec::new();
+    for name in &names {
+        for side in ["ingress", "egress"] {
+            // A link without a clsact qdisc has no filters to show.
+            let Ok(shown) = ns.run(&["tc", "filter", "show", "dev", name, side]) else {
+                continue;
+            };
+            for line in shown.lines().filter(|l| l.contains(" bpf ")) {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let Some(at) = words.iter().position(|w| *w == "handle")
+                    && let Some(prog) = words.get(at + 2)
+                {
+                    out.push((name.clone(), side, (*prog).to_owned()));
+                }
+            }
+        }
+    }
+    let tcx = ns.in_ns(move || {
+        let mut found = Vec::new();
         for name in names {
             for (side, t) in [
                 ("ingress", TcAttachType::Ingress),
@@ -208,7 +215,7 @@ pub fn tcx_attachments(host: &Netns) -> Result<Vec<(String, &'static str, String
             ] {
                 if let Ok((_, progs)) = SchedClassifier::query_tcx(&name, t) {
                     for p in progs {
-                        out.push((
+                        found.push((
                             name.clone(),
                             side,
                             p.name_as_str().unwrap_or("?").to_owned(),
@@ -217,13 +224,29 @@ pub fn tcx_attachments(host: &Netns) -> Result<Vec<(String, &'static str, String
                 }
             }
         }
-        out
-    })
+        found
+    })?;
+    out.extend(tcx);
+    Ok(out)
+}
+
+/// Takes one of mvbridge's hooks away behind its back, as an admin or a
+/// container's root could: unpins its TCX link, or deletes its classic
+/// filter.
+pub fn detach_behind_its_back(ns: &Netns, pin: &Path, ifname: &str, side: &str) -> Result<()> {
+    if pin.exists() {
+        std::fs::remove_file(pin)?;
+    } else {
+        ns.run(&[
+            "tc", "filter", "del", "dev", ifname, side, "pref", "1", "handle", "0x4d56", "bpf",
+        ])?;
+    }
+    Ok(())
 }
 
 /// One of our programs per hooked link and side, never two.
 pub fn one_program_per_hook(host: &Netns) -> Result<()> {
-    let all = tcx_attachments(host)?;
+    let all = hook_programs(host)?;
     let ours: Vec<_> = all
         .iter()
         .filter(|(_, _, p)| p.starts_with("mvb_"))

@@ -45,8 +45,9 @@ fn vm(name: &str, interface: &str, extra: &str, addrs: &str) -> String {
 
 fn base(lab: &Lab) -> String {
     format!(
-        "uplink = \"{UPLINK}\"\nbpffs = \"{}\"\n",
-        lab.bpffs().display()
+        "uplink = \"{UPLINK}\"\nbpffs = \"{}\"\nattach = \"{}\"\n",
+        lab.bpffs().display(),
+        mvbridge_tests::lab::attach_mode()
     )
 }
 

@@ -370,8 +370,7 @@ fn a_kernel_guest_cannot_use_the_shim_to_reach_what_the_uplink_refuses() {
     // hook back; the datapath stays.
     assert!(daemon.stop_with(libc::SIGTERM).unwrap().success());
     let pin = lab.bpffs().join(format!("hook_vm_{}-vm-k:eth0", lab.id));
-    assert!(pin.exists(), "{} missing", pin.display());
-    std::fs::remove_file(&pin).unwrap();
+    mvbridge_tests::state::detach_behind_its_back(guest, &pin, "eth0", "egress").unwrap();
     refused(
         &lab,
         &path,

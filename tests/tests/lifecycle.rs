@@ -21,7 +21,7 @@ fn assert_nothing_left(lab: &Lab, before: &HostState) {
     let after = HostState::capture(&lab.host, &lab.bpffs()).unwrap();
     assert_eq!(after.links, before.links);
     assert_eq!(after.qdiscs, before.qdiscs);
-    assert_eq!(after.tcx, before.tcx);
+    assert_eq!(after.hooks, before.hooks);
     assert!(after.pins.is_empty(), "pins left: {:?}", after.pins);
     assert!(wait_programs_gone().is_empty(), "programs left loaded");
 }
@@ -63,9 +63,9 @@ fn sigterm_removes_everything_mvbridge_created() {
         "macvtap2 egress mvb_vm",
     ] {
         assert!(
-            running.tcx.contains(hook),
+            running.hooks.contains(hook),
             "missing {hook}: {:#?}",
-            running.tcx
+            running.hooks
         );
     }
     let details = lab.host.ip(&["-d", "link", "show", "mvt-web"]).unwrap();

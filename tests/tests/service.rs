@@ -169,19 +169,20 @@ fn whatever_is_removed_behind_its_back_is_restored() {
         lab.host.ipw(&format!("link show {SHIM}")).is_ok()
             && HostState::capture(&lab.host, &lab.bpffs())
                 .unwrap()
-                .tcx
+                .hooks
                 .contains(&format!("{SHIM} egress mvb_shim"))
     });
     println!("shim recreated and guarded after {took:?}");
 
-    // Someone unpins our uplink hook (the TCX link goes with its pin): no
-    // netlink event tells us, the periodic pass finds it.
+    // Someone takes our uplink hook away: no netlink event tells us, the
+    // periodic pass finds it.
     let pin = lab.bpffs().join(format!("hook_uplink_{UPLINK}"));
-    std::fs::remove_file(&pin).unwrap();
+    let tcx = pin.exists();
+    mvbridge_tests::state::detach_behind_its_back(&lab.host, &pin, UPLINK, "egress").unwrap();
     eventually("the hook is gone", 2 * SECOND, || !ping(&lab.host, a));
     let took = eventually("the uplink hook is back", 5 * SECOND, || ping(&lab.host, a));
     println!("uplink hook restored after {took:?}");
-    assert!(pin.exists());
+    assert_eq!(pin.exists(), tcx, "attached the other way");
     drop(daemon);
 }
 

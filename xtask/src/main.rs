@@ -183,20 +183,45 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     run(&mut unit)?;
     // Integration tests share kernel state (ifindexes, /dev/tapN, bpffs):
-    // one at a time, as aya's own suite does.
-    let mut integration = cargo();
-    integration.args([
-        "test",
-        "-p",
-        "mvbridge-tests",
-        "--no-fail-fast",
-        "--",
-        "--test-threads=1",
-    ]);
-    if let Some(f) = filter {
-        integration.arg(f);
+    // one at a time, as aya's own suite does. Once with the attach mode
+    // the kernel offers, and on a kernel with TCX once more with classic
+    // TC filters, the way kernels without TCX run (the benchmark's smoke
+    // run measures, it does not need a second go).
+    let mut modes = vec![("auto", None)];
+    if kernel_has_tcx() {
+        modes.push(("tc", Some("the_benchmark_runs_end_to_end")));
     }
-    run(&mut integration)
+    let mut failed = Vec::new();
+    for (mode, skip) in modes {
+        eprintln!("xtask: integration tests with attach = {mode}");
+        let mut integration = cargo();
+        integration.env("MVB_ATTACH", mode).args([
+            "test",
+            "-p",
+            "mvbridge-tests",
+            "--no-fail-fast",
+            "--",
+            "--test-threads=1",
+        ]);
+        if let Some(f) = filter {
+            integration.arg(f);
+        }
+        if let Some(s) = skip {
+            integration.args(["--skip", s]);
+        }
+        if let Err(e) = run(&mut integration) {
+            failed.push(format!("attach = {mode}: {e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("integration tests failed: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// The running kernel has TCX (its attach code is in the symbol table).
+fn kernel_has_tcx() -> bool {
+    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|s| s.contains(" tcx_prog_attach"))
 }
 
 fn demo() -> Result<()> {

@@ -408,7 +408,7 @@ fn fill_tables(lab: &Lab, n: usize) -> Result<f64> {
     mvbridge::bpffs::ensure(&pins.dir)?;
     std::fs::create_dir_all(pins.maps())?;
     let _dp = mvbridge::datapath::Datapath::load(&pins.maps(), false)?;
-    mvbridge::maps::PinnedMaps::create_slots(&pins)?;
+    mvbridge::maps::PinnedMaps::create_loader_maps(&pins)?;
     let mut maps = mvbridge::maps::PinnedMaps::open(&pins)?;
     let link = |i: u32| Link {
         index: 1000 + i,
