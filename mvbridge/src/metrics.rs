@@ -1,185 +1,193 @@
-//! The OpenMetrics endpoint (`metrics_listen`): the same report as
-//! `mvbridge status`, as counters a Prometheus server can scrape.
+//! The metrics endpoint (`metrics_listen`): the same report as `mvbridge
+//! status`, as metrics a Prometheus server can scrape. HTTP is hyper's (a
+//! deadline to send the request head, one for the whole connection, and a
+//! cap on connections open at once); the exposition is the `prometheus`
+//! crate's, in Prometheus' text format, which Prometheus itself and its
+//! `promtool` read (the OpenMetrics text of the `prometheus-client` crate
+//! names counter families without `_total`, which promtool's linter flags).
 
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Result;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::netlink::Netlink;
 use crate::report::{self, Report};
+use crate::world::Observer;
 
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus' text format (what `promtool check metrics` lints).
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Connections served at once; more are closed on arrival (a scraper
+/// retries; a flood must not pile up sockets or reports).
+pub const MAX_CONNECTIONS: usize = 8;
+/// To send the request head after connecting.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// For a whole connection, answer included.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds now (so a bad address fails the start) and serves in the
 /// background.
 pub async fn spawn(addr: SocketAddr, config: Arc<RwLock<Config>>, nl: Netlink) -> Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving metrics at /metrics");
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let config = config.read().map(|c| c.clone());
-            let Ok(config) = config else {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
                 continue;
             };
-            let nl = nl.clone();
+            let (config, nl) = (config.clone(), nl.clone());
             tokio::spawn(async move {
-                if let Err(e) = serve(stream, &config, &nl).await {
-                    tracing::debug!("metrics request failed: {e}");
+                let service = service_fn(move |req| answer(req, config.clone(), nl.clone()));
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                    Ok(Err(e)) => tracing::debug!("metrics connection: {e}"),
+                    Err(_) => tracing::debug!("metrics connection timed out"),
+                    Ok(Ok(())) => {}
                 }
+                drop(slot);
             });
         }
     });
     Ok(())
 }
 
-async fn serve(mut stream: TcpStream, config: &Config, nl: &Netlink) -> Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    // Read up to the end of the request head; bodies are not expected.
-    while len < buf.len() {
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
+async fn answer(
+    req: Request<Incoming>,
+    config: Arc<RwLock<Config>>,
+    nl: Netlink,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, ctype: &str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        if let Ok(v) = ctype.parse() {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
         }
-        len += n;
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut first = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-    let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path == "/") {
-        let mut observer = crate::world::Observer::new(nl.clone());
-        let report = report::collect(config, &mut observer).await?;
-        ("200 OK", CONTENT_TYPE, render(&report))
-    } else {
-        ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
+        Ok(r)
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await?;
-    Ok(())
+    if req.method() != Method::GET || !matches!(req.uri().path(), "/metrics" | "/") {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".into());
+    }
+    let config = match config.read() {
+        Ok(c) => c.clone(),
+        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "config lock poisoned\n".into()),
+    };
+    let mut observer = Observer::new(nl);
+    match report::collect(&config, &mut observer).await {
+        Ok(r) => match render(&r) {
+            Ok(body) => reply(StatusCode::OK, CONTENT_TYPE, body),
+            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+        },
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{}\n", crate::errno::chain(&e)),
+        ),
+    }
 }
 
-/// Escapes a label value (backslash, quote, newline).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// The report in Prometheus' text exposition format. The values are
+/// the kernel's counters as read for this scrape: each scrape fills a
+/// registry of its own.
+pub fn render(r: &Report) -> prometheus::Result<String> {
+    let registry = Registry::new();
+    let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
 
-/// The report in the OpenMetrics text format.
-pub fn render(r: &Report) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "# TYPE mvbridge_attached gauge");
-    let _ = writeln!(
-        o,
-        "# HELP mvbridge_attached 1 while every hook of the datapath is attached."
-    );
-    let _ = writeln!(o, "mvbridge_attached {}", u8::from(r.attached));
+    gauge(
+        "mvbridge_attached",
+        "1 while every hook of the datapath is attached.",
+        &[],
+    )?
+    .with_label_values::<&str>(&[])
+    .set(i64::from(r.attached));
 
-    let _ = writeln!(o, "# TYPE mvbridge_path_packets counter");
-    let _ = writeln!(
-        o,
-        "# HELP mvbridge_path_packets Frames steered, by path and protocol."
-    );
+    let packets = counter(
+        "mvbridge_path_packets_total",
+        "Frames steered, by path and protocol.",
+        &["path", "proto"],
+    )?;
+    let bytes = counter(
+        "mvbridge_path_bytes_total",
+        "Bytes steered, by path and protocol.",
+        &["path", "proto"],
+    )?;
     for p in &r.paths {
-        let _ = writeln!(
-            o,
-            "mvbridge_path_packets_total{{path=\"{}\",proto=\"{}\"}} {}",
-            p.path, p.proto, p.packets
-        );
+        packets.with_label_values(&[p.path, p.proto]).inc_by(p.packets);
+        bytes.with_label_values(&[p.path, p.proto]).inc_by(p.bytes);
     }
-    let _ = writeln!(o, "# TYPE mvbridge_path_bytes counter");
-    let _ = writeln!(o, "# UNIT mvbridge_path_bytes bytes");
-    for p in &r.paths {
-        let _ = writeln!(
-            o,
-            "mvbridge_path_bytes_total{{path=\"{}\",proto=\"{}\"}} {}",
-            p.path, p.proto, p.bytes
-        );
-    }
-    let _ = writeln!(o, "# TYPE mvbridge_drops counter");
-    let _ = writeln!(o, "# HELP mvbridge_drops Frames dropped, by reason.");
+
+    let drops = counter(
+        "mvbridge_drops_total",
+        "Frames dropped, by reason.",
+        &["reason"],
+    )?;
     for d in &r.drops {
-        let _ = writeln!(
-            o,
-            "mvbridge_drops_total{{reason=\"{}\"}} {}",
-            d.reason, d.count
-        );
+        drops.with_label_values(&[d.reason]).inc_by(d.count);
     }
 
-    let _ = writeln!(o, "# TYPE mvbridge_vm_live gauge");
-    let _ = writeln!(
-        o,
-        "# HELP mvbridge_vm_live 1 while the VM's macvtap is present and steered."
-    );
+    let live = gauge(
+        "mvbridge_vm_live",
+        "1 while the VM's link is present and steered.",
+        &["vm"],
+    )?;
+    let vm_packets = counter(
+        "mvbridge_vm_packets_total",
+        "Frames steered for a VM, by direction.",
+        &["vm", "direction"],
+    )?;
+    let vm_bytes = counter(
+        "mvbridge_vm_bytes_total",
+        "Bytes steered for a VM, by direction.",
+        &["vm", "direction"],
+    )?;
+    let vm_dropped = counter(
+        "mvbridge_vm_dropped_total",
+        "Frames a VM sent that were dropped.",
+        &["vm"],
+    )?;
     for v in &r.vms {
-        let _ = writeln!(
-            o,
-            "mvbridge_vm_live{{vm=\"{}\"}} {}",
-            label(&v.name),
-            u8::from(v.status.is_live())
-        );
-    }
-    let _ = writeln!(o, "# TYPE mvbridge_vm_packets counter");
-    let _ = writeln!(
-        o,
-        "# HELP mvbridge_vm_packets Frames steered for a VM, by direction."
-    );
-    for v in &r.vms {
-        for (dir, t) in directions(v) {
-            let _ = writeln!(
-                o,
-                "mvbridge_vm_packets_total{{vm=\"{}\",direction=\"{dir}\"}} {}",
-                label(&v.name),
-                t.packets
-            );
+        let vm = v.name.as_str();
+        live.with_label_values(&[vm]).set(i64::from(v.status.is_live()));
+        vm_dropped.with_label_values(&[vm]).inc_by(v.counters.dropped);
+        let c = &v.counters;
+        for (direction, t) in [
+            ("to_host", &c.to_host),
+            ("from_host", &c.from_host),
+            ("to_vms", &c.to_vms),
+            ("from_vms", &c.from_vms),
+        ] {
+            vm_packets.with_label_values(&[vm, direction]).inc_by(t.packets);
+            vm_bytes.with_label_values(&[vm, direction]).inc_by(t.bytes);
         }
     }
-    let _ = writeln!(o, "# TYPE mvbridge_vm_bytes counter");
-    let _ = writeln!(o, "# UNIT mvbridge_vm_bytes bytes");
-    for v in &r.vms {
-        for (dir, t) in directions(v) {
-            let _ = writeln!(
-                o,
-                "mvbridge_vm_bytes_total{{vm=\"{}\",direction=\"{dir}\"}} {}",
-                label(&v.name),
-                t.bytes
-            );
-        }
-    }
-    let _ = writeln!(o, "# TYPE mvbridge_vm_dropped counter");
-    for v in &r.vms {
-        let _ = writeln!(
-            o,
-            "mvbridge_vm_dropped_total{{vm=\"{}\"}} {}",
-            label(&v.name),
-            v.counters.dropped
-        );
-    }
-    let _ = writeln!(o, "# EOF");
-    o
-}
-
-fn directions(v: &report::VmRow) -> [(&'static str, &report::Traffic); 4] {
-    let c = &v.counters;
-    [
-        ("to_host", &c.to_host),
-        ("from_host", &c.from_host),
-        ("to_vms", &c.to_vms),
-        ("from_vms", &c.from_vms),
-    ]
+    TextEncoder::new().encode_to_string(&registry.gather())
 }

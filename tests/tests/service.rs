@@ -363,7 +363,6 @@ fn the_metrics_endpoint_serves_what_status_reports() {
     let addr: SocketAddr = "127.0.0.1:9810".parse().unwrap();
     let metrics = http_get(&lab.host, addr, "/metrics").unwrap();
     let (_, status) = daemon::status(&lab.host, &path).unwrap();
-    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     assert!(metrics.contains("mvbridge_attached 1"));
     let value = |line_start: &str| -> u64 {
         metrics
@@ -389,7 +388,7 @@ fn the_metrics_endpoint_serves_what_status_reports() {
         assert!(m > 0, "{path} {proto} did not move");
     }
     let vm_a = daemon::vm_row(&status, "a");
-    let from_host = value("mvbridge_vm_packets_total{vm=\"a\",direction=\"from_host\"}");
+    let from_host = value("mvbridge_vm_packets_total{direction=\"from_host\",vm=\"a\"}");
     assert_eq!(
         from_host,
         vm_a["counters"]["from_host"]["packets"].as_u64().unwrap()
@@ -400,6 +399,54 @@ fn the_metrics_endpoint_serves_what_status_reports() {
         value("mvbridge_drops_total{reason=\"not-for-host\"}"),
         daemon::drops(&status, "not-for-host")
     );
+
+    // Prometheus' own linter finds nothing to say.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success() && linted.stdout.is_empty() && linted.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
+
+    // Idle connections take slots; one over the limit is closed at once,
+    // and a client that never sends its request is let go.
+    let (refused, held_for) = lab
+        .host
+        .in_ns(move || {
+            use std::io::Read;
+            let idle: Vec<std::net::TcpStream> = (0..mvbridge::metrics::MAX_CONNECTIONS)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            // Let the server take them all before the next one knocks.
+            std::thread::sleep(Duration::from_millis(200));
+            let mut extra = std::net::TcpStream::connect(addr).unwrap();
+            extra.set_read_timeout(Some(2 * SECOND)).unwrap();
+            let refused = matches!(extra.read(&mut [0u8; 1]), Ok(0) | Err(_));
+            let t0 = Instant::now();
+            let mut first = &idle[0];
+            first.set_read_timeout(Some(20 * SECOND)).unwrap();
+            let closed = matches!(first.read(&mut [0u8; 1]), Ok(0));
+            (refused, (closed, t0.elapsed()))
+        })
+        .unwrap();
+    let (closed, held_for) = held_for;
+    assert!(refused, "a connection over the limit was served");
+    assert!(closed, "an idle client was not let go");
+    assert!(
+        held_for <= mvbridge::metrics::HEAD_TIMEOUT + 2 * SECOND,
+        "an idle client was kept {held_for:?}"
+    );
+    // And the endpoint serves again.
+    assert!(http_get(&lab.host, addr, "/metrics").unwrap().contains("mvbridge_attached 1"));
 }
 
 #[test]
@@ -627,27 +674,55 @@ fn the_shipped_unit_and_config_fit_this_binary() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let unit = std::fs::read_to_string(root.join("dist/mvbridge.service")).unwrap();
     assert!(unit.contains("Type=notify"));
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart");
-    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    // A command line of the unit (`key` is "ExecStart=" or
+    // "ExecCondition="), its arguments, with `config` for the config.
+    let command = |key: &str, config: &std::path::Path| -> Vec<String> {
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the unit"));
+        let mut args: Vec<String> = line.split_whitespace().skip(1).map(String::from).collect();
+        let at = args.iter().position(|a| a == "--config").unwrap();
+        args[at + 1] = config.display().to_string();
+        args
+    };
     // An empty namespace: no enp9s0, so the run stops before it changes
     // anything (the example config points at the real /sys/fs/bpf).
     let bare =
         mvbridge_tests::netns::Netns::new(&format!("mvbt-{}-bare", std::process::id())).unwrap();
-    // The unit's command line, against this binary, with the shipped
-    // example config: it must get past argument parsing and the config
-    // check, and stop only at the missing uplink.
+    let run = |args: &[String]| {
+        daemon::mvbridge(&bare, &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap()
+    };
     let example = root.join("dist/mvbridge.toml");
-    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let at = args.iter().position(|a| a == "--config").unwrap();
-    args[at + 1] = example.display().to_string();
-    let out =
-        daemon::mvbridge(&bare, &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+
+    // As shipped, the example names no uplink: the unit's start condition
+    // fails with 1, so systemd skips the start quietly.
+    let out = run(&command("ExecCondition=", &example));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("names no uplink"), "{err}");
+
+    // The admin names the uplink: the condition holds, and the unit's
+    // ExecStart gets past argument parsing and the config check, and
+    // stops only at the missing uplink.
+    let edited = std::env::temp_dir().join(format!("mvbt-{}-unit.toml", std::process::id()));
+    let shipped = std::fs::read_to_string(&example).unwrap();
+    let named = shipped.replacen("\n#uplink = ", "\nuplink = ", 1);
+    assert_ne!(named, shipped, "the example has a #uplink line");
+    std::fs::write(&edited, named).unwrap();
+    let condition = run(&command("ExecCondition=", &edited));
+    let out = run(&command("ExecStart=", &edited));
+    std::fs::remove_file(&edited).ok();
+    assert!(
+        condition.status.success(),
+        "{}",
+        String::from_utf8_lossy(&condition.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("uplink \"enp9s0\" does not exist"), "{err}");
     assert!(!err.contains("Usage"), "{err}");
+    // Restarts (and package upgrades) leave the datapath in place.
+    assert!(command("ExecStart=", &edited).contains(&"--keep".to_owned()));
 }
 
 #[test]

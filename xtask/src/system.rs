@@ -13,7 +13,8 @@ pub type Tool = (&'static str, &'static str);
 
 /// What the namespace lab runs: iproute2 builds it, ping and iperf3
 /// drive traffic, tcpdump watches the wire, iptables NATs the private VMs,
-/// xz unpacks the earlier release the upgrade test starts from.
+/// xz unpacks the earlier release the upgrade test starts from, promtool
+/// lints the metrics.
 pub const LAB: &[Tool] = &[
     ("ip", "iproute2"),
     ("tc", "iproute2"),
@@ -22,6 +23,7 @@ pub const LAB: &[Tool] = &[
     ("iptables", "iptables"),
     ("iperf3", "iperf3"),
     ("xz", "xz-utils"),
+    ("promtool", "prometheus"),
 ];
 
 /// Installs the packages of the tools in `tools` that are not on PATH,
