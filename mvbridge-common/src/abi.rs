@@ -90,8 +90,18 @@ pub const LOCAL6: MapSpec =
     MapSpec::of::<Ipv6Key, Endpoint>("MVB_LOCAL6", MapKind::Hash, MAX_ENDPOINTS);
 /// The VMs by their MAC.
 pub const MACS: MapSpec = MapSpec::of::<Mac, Endpoint>("MVB_MACS", MapKind::Hash, MAX_VMS);
-/// The VMs by their link's ifindex.
-pub const LINKS: MapSpec = MapSpec::of::<u32, VmLink>("MVB_LINKS", MapKind::Hash, MAX_VMS);
+/// The VMs by their link's ifindex, for ifindexes below [`LINKS_ARRAY`]:
+/// an array, which the verifier turns into plain arithmetic (no helper
+/// call) on every frame a VM sends.
+pub const LINKS: MapSpec =
+    MapSpec::of::<u32, VmLink>("MVB_LINKS", MapKind::Array, LINKS_ARRAY);
+/// The VMs whose link's ifindex is past the array (a host that has
+/// started VMs for months: libvirt makes a new macvtap, with a new
+/// ifindex, every time).
+pub const LINKS_HIGH: MapSpec =
+    MapSpec::of::<u32, VmLink>("MVB_LINKS_HIGH", MapKind::Hash, MAX_VMS);
+/// Ifindexes served by the [`LINKS`] array.
+pub const LINKS_ARRAY: u32 = 65_536;
 /// Steered traffic per path and protocol, per CPU.
 pub const PATHS: MapSpec =
     MapSpec::of::<u32, Counter>("MVB_PATHS", MapKind::PerCpuArray, PATH_SLOTS);
@@ -116,8 +126,9 @@ pub const LEARNT: MapSpec =
 pub const NDRATE: MapSpec = MapSpec::of::<u32, Bucket>("MVB_NDRATE", MapKind::PerCpuArray, MAX_VMS);
 
 /// Every map the programs declare.
-pub const PROGRAM_MAPS: [MapSpec; 11] = [
-    SETTINGS, LOCAL4, LOCAL6, MACS, LINKS, PATHS, DROPS, VMSTATS, LEARN, LEARNT, NDRATE,
+pub const PROGRAM_MAPS: [MapSpec; 12] = [
+    SETTINGS, LOCAL4, LOCAL6, MACS, LINKS, LINKS_HIGH, PATHS, DROPS, VMSTATS, LEARN, LEARNT,
+    NDRATE,
 ];
 
 /// VM name hash -> counter slot. Created and pinned by the loader (the

@@ -23,7 +23,7 @@
 use crate::frame::Frame;
 use crate::maps::{
     ENDPOINT_BRIDGED, ENDPOINT_HOST, ENDPOINT_VM, Endpoint, Ipv4Key, Ipv6Key, Mac, Settings,
-    VMLINK_BRIDGED, VMLINK_LEARN, VmLink,
+    VMLINK_BRIDGED, VMLINK_LEARN, VMLINK_PRESENT, VmLink,
 };
 use crate::parse::{
     self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Eth, LinkAddress, ND_REDIRECT, ND_ROUTER_ADVERT,
@@ -294,8 +294,14 @@ fn from_host<F: Frame + ?Sized, T: Tables>(frame: &F, eth: &Eth, tables: &T) -> 
         return steer(Path::HostToVm, eth, ep, msg.proto, NO_SLOT, false, [0; 6]);
     }
     // The host addressed a VM's MAC directly for an address we do not
-    // track: the VM is local all the same.
-    if !parse::is_group(&eth.dst)
+    // track: a link-local one the VM has not used yet, in neighbour
+    // discovery or not. The VM is local all the same. (The host cannot
+    // have resolved any other untracked address of a VM: its requests
+    // never reach VMs but through us.) Not looked up for the rest, the
+    // host's traffic to the internet.
+    let untracked = msg.target.is_link_local() || matches!(msg.proto, Proto::Arp | Proto::Nd);
+    if untracked
+        && !parse::is_group(&eth.dst)
         && let Some(ep) = tables.vm_by_mac(&eth.dst)
     {
         return steer(Path::HostToVm, eth, ep, msg.proto, NO_SLOT, false, [0; 6]);
@@ -319,6 +325,14 @@ enum Owner {
 fn owner<T: Tables>(tables: &T, me: &VmLink, addr: Addr) -> Owner {
     if addr.is_none() {
         return Owner::Nobody;
+    }
+    // The VM's usual addresses, known from its link entry: no lookup.
+    let usual = match addr.family {
+        4 => addr.v4_key() == me.own4,
+        _ => addr.bytes == me.own6 || addr.bytes == me.own_ll,
+    };
+    if usual {
+        return Owner::Me;
     }
     match lookup(tables, addr) {
         Some(ep) if ep.kind == ENDPOINT_VM && ep.vm == me.slot => Owner::Me,
@@ -647,9 +661,9 @@ pub fn shim_ingress<F: Frame + ?Sized, T: Tables>(frame: &F, tables: &T) -> Deci
     // Learning is left to the VM's own hook, which reports its link.
     let me = VmLink {
         slot: ep.vm,
-        flags: VMLINK_BRIDGED,
+        flags: VMLINK_BRIDGED | VMLINK_PRESENT,
         mac: ep.mac,
-        _pad: [0; 2],
+        ..VmLink::default()
     };
     let d = from_vm(&me, frame, &eth, false, &settings, tables);
     let r = d.verdict.redirect;

@@ -45,22 +45,31 @@ pub struct Endpoint {
 
 /// `VmLink::flags`: the VM's addresses may be learnt from its traffic.
 pub const VMLINK_LEARN: u32 = 1;
+/// `VmLink::flags`: the entry holds a VM (array slots are zero when not).
+pub const VMLINK_PRESENT: u32 = 4;
 /// `VmLink::flags`: the VM's link is in another network namespace; its
 /// steered frames continue into the macvlan bridge instead of being
 /// redirected (see `ENDPOINT_BRIDGED`).
 pub const VMLINK_BRIDGED: u32 = 2;
 
-/// A VM's link, keyed by its ifindex in [`crate::abi::LINKS`].
+/// A VM's link, at its ifindex in [`crate::abi::LINKS`] (or, for an
+/// ifindex past that array, in [`crate::abi::LINKS_HIGH`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VmLink {
     /// The VM's per-VM counter slot.
     pub slot: u32,
-    /// `VMLINK_*` bits.
+    /// `VMLINK_*` bits; an array slot without `VMLINK_PRESENT` holds no VM.
     pub flags: u32,
     /// The guest's MAC: every frame it sends must carry it.
     pub mac: Mac,
     pub _pad: [u8; 2],
+    /// Addresses the VM owns that its frames carry most (its first IPv4
+    /// and global IPv6 address, its derived link-local one): a source
+    /// equal to one of them needs no table lookup. Zero: none.
+    pub own4: Ipv4Key,
+    pub own6: Ipv6Key,
+    pub own_ll: Ipv6Key,
 }
 
 /// Per-VM traffic, in slot `VmLink::slot` of [`crate::abi::VMSTATS`].
@@ -139,7 +148,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 16);
 const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(core::mem::size_of::<VmLink>() == 16);
+const _: () = assert!(core::mem::size_of::<VmLink>() == 52);
 const _: () = assert!(core::mem::size_of::<VmCounters>() == 80);
 const _: () = assert!(core::mem::size_of::<LearnEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<HookRecord>() == 8);

@@ -86,13 +86,23 @@ impl Tables for TestTables {
     }
 }
 
+/// A VM's link entry without usual addresses (every source is looked
+/// up); `with_usual` adds them.
 pub fn vm_link(slot: u32, mac: Mac, flags: u32) -> VmLink {
     VmLink {
         slot,
-        flags,
+        flags: flags | crate::maps::VMLINK_PRESENT,
         mac,
-        _pad: [0; 2],
+        ..VmLink::default()
     }
+}
+
+/// `link` knowing `own4`, `own6` and the link-local address of its MAC.
+pub fn with_usual(mut link: VmLink, own4: Ipv4Key, own6: Ipv6Key) -> VmLink {
+    link.own4 = own4;
+    link.own6 = own6;
+    link.own_ll = crate::link_local::eui64(&link.mac);
+    link
 }
 
 pub fn endpoint(ifindex: u32, mac: Mac, kind: u8, vm: u32) -> Endpoint {
@@ -124,8 +134,11 @@ pub fn lab_tables() -> TestTables {
             (VM_C_LL, c),
         ],
         macs: std::vec![(VM_A_MAC, a), (VM_C_MAC, c)],
+        // VM a's usual addresses are in its link entry (its frames take the
+        // fast path), VM c's are not (every source is looked up): the rows
+        // must come out the same either way.
         links: std::vec![
-            (VM_A_IF, vm_link(0, VM_A_MAC, 0)),
+            (VM_A_IF, with_usual(vm_link(0, VM_A_MAC, 0), VM_A_IP, VM_A6)),
             (VM_C_IF, vm_link(2, VM_C_MAC, VMLINK_LEARN)),
         ],
         ..lab_tables4()

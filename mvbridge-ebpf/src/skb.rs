@@ -2,12 +2,13 @@
 
 use aya_ebpf::programs::TcContext;
 use mvbridge_common::{
+    abi,
     decide::Tables,
     frame::Frame,
-    maps::{Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VmLink},
+    maps::{Endpoint, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_PRESENT, VmLink},
 };
 
-use crate::maps::{MVB_LINKS, MVB_LOCAL4, MVB_LOCAL6, MVB_MACS, MVB_SETTINGS};
+use crate::maps::{MVB_LINKS, MVB_LINKS_HIGH, MVB_LOCAL4, MVB_LOCAL6, MVB_MACS, MVB_SETTINGS};
 
 /// Packet bytes: straight from the linear head when the bytes are there
 /// (direct packet access, bounds-checked against `data_end` where the
@@ -68,7 +69,12 @@ impl Tables for Maps {
 
     #[inline(always)]
     fn vm_link(&self, ifindex: u32) -> Option<VmLink> {
-        unsafe { MVB_LINKS.get(ifindex).copied() }
+        let link = if ifindex < abi::LINKS_ARRAY {
+            MVB_LINKS.get(ifindex).copied()
+        } else {
+            unsafe { MVB_LINKS_HIGH.get(&ifindex).copied() }
+        };
+        link.filter(|l| l.flags & VMLINK_PRESENT != 0)
     }
 }
 

@@ -5,15 +5,16 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use mvbridge_common::link_local;
 use mvbridge_common::maps::{
     ENDPOINT_BRIDGED, ENDPOINT_HOST, ENDPOINT_VM, ENDPOINT_WIRE, Endpoint, Ipv4Key, Ipv6Key, Mac,
-    Settings, VMLINK_BRIDGED, VMLINK_LEARN, VmLink,
+    Settings, VMLINK_BRIDGED, VMLINK_LEARN, VMLINK_PRESENT, VmLink,
 };
 
 use crate::netlink::Link;
 use crate::plan::Plan;
 
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents {
     pub settings: Settings,
     pub local4: BTreeMap<Ipv4Key, Endpoint>,
@@ -63,14 +64,30 @@ impl Contents {
                 vm: slot,
             };
             c.macs.insert(mac, ep);
+            // Its usual addresses, for the programs' fast path.
+            let first = |pick: &dyn Fn(&IpAddr) -> bool| {
+                vm.addresses.iter().map(|o| o.addr).find(|a| pick(a))
+            };
+            let own4 = match first(&|a| a.is_ipv4()) {
+                Some(IpAddr::V4(a)) => a.octets(),
+                _ => [0; 4],
+            };
+            let v6 = |ll: bool| match first(&|a| matches!(a, IpAddr::V6(v) if link_local::is_link_local(&v.octets()) == ll)) {
+                Some(IpAddr::V6(a)) => a.octets(),
+                _ => [0; 16],
+            };
             c.links.insert(
                 link.index,
                 VmLink {
                     slot,
-                    flags: if vm.learns { VMLINK_LEARN } else { 0 }
+                    flags: VMLINK_PRESENT
+                        | if vm.learns { VMLINK_LEARN } else { 0 }
                         | if bridged { VMLINK_BRIDGED } else { 0 },
                     mac,
                     _pad: [0; 2],
+                    own4,
+                    own6: v6(false),
+                    own_ll: v6(true),
                 },
             );
             for owned in &vm.addresses {

@@ -88,9 +88,11 @@ impl Datapath {
             .load(OBJECT)
             .map_err(|e| Error::bpf(loading, e))?;
         for role in Role::ALL {
+            let t0 = std::time::Instant::now();
             let prog = program(&mut ebpf, role.program())?;
             prog.load()
                 .map_err(|e| Error::bpf(format!("{loading}: {}", role.program()), e))?;
+            tracing::debug!(program = role.program(), load_us = t0.elapsed().as_micros() as u64, "loaded");
         }
         Ok(Datapath { ebpf })
     }

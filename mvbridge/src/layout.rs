@@ -10,14 +10,16 @@
 //! Interrupted anywhere, the next start finds both layouts and does it
 //! again from the old one.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::maps::{MapData, MapInfo};
 use mvbridge_common::abi::{self, MapKind, MapSpec};
+use mvbridge_common::maps::{VMLINK_PRESENT, VmLink};
 
 use crate::bpffs::PinDir;
 use crate::error::{Error, Result};
+use crate::rawmap as raw;
 
 /// What a start finds pinned, and so what it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +112,10 @@ pub enum Carry {
     /// Not carried: memory of the programs' own (report throttling),
     /// rebuilt as traffic comes, or a ring with nothing to keep.
     Fresh,
+    /// Layout 1's link table, a hash of 16-byte entries, into the array
+    /// (and its hash for large ifindexes) of larger entries; the first
+    /// pass fills in the VMs' usual addresses.
+    LinksFromHash,
 }
 
 /// The maps of layout `layout` (those this binary can migrate from).
@@ -118,9 +124,17 @@ pub fn specs_of(layout: u32) -> Option<Vec<MapSpec>> {
     match layout {
         l if l == abi::LAYOUT => Some(now.collect()),
         1 => Some(
-            // Layout 1 attached TCX links only: no hook records.
-            now.filter(|spec| spec.name != abi::HOOKS.name)
+            // Layout 1 attached TCX links only (no hook records) and had
+            // one link table.
+            now.filter(|spec| spec.name != abi::HOOKS.name && spec.name != abi::LINKS_HIGH.name)
                 .map(|spec| match spec.name {
+                    // A hash of slot, flags, MAC and padding.
+                    "MVB_LINKS" => MapSpec {
+                        kind: MapKind::Hash,
+                        value_size: 16,
+                        max_entries: abi::MAX_VMS,
+                        ..spec
+                    },
                     // Settings carried the shim's ifindex at the end.
                     "MVB_SETTINGS" => MapSpec {
                         value_size: 20,
@@ -145,7 +159,10 @@ pub fn carry(from: u32, spec: &MapSpec) -> Option<Carry> {
         // Layout 1: Settings had a trailing field no program read; the
         // drop counters had one slot per reason, now room to grow.
         (1, "MVB_SETTINGS") | (1, "MVB_DROPS") => Some(Carry::Prefix),
-        (1, "MVB_LEARN") | (1, "MVB_LEARNT") | (1, "MVB_HOOKS") => Some(Carry::Fresh),
+        (1, "MVB_LEARN") | (1, "MVB_LEARNT") | (1, "MVB_HOOKS") | (1, "MVB_LINKS_HIGH") => {
+            Some(Carry::Fresh)
+        }
+        (1, "MVB_LINKS") => Some(Carry::LinksFromHash),
         (1, _) => Some(Carry::Same),
         _ => None,
     }
@@ -173,6 +190,11 @@ pub fn migrate(pins: &PinDir, from: u32) -> Result<usize> {
         let old = open(&old_path)?;
         let new = open(&pins.map(spec))?;
         let old_info = info(&old_path)?;
+        if rule == Carry::LinksFromHash {
+            let high = open(&pins.map(&abi::LINKS_HIGH))?;
+            copied += links_from_hash(&old, &new, &high)?;
+            continue;
+        }
         copied += match spec.kind {
             MapKind::Hash | MapKind::LruHash => copy_hash(&old, &new, spec, &old_info)?,
             MapKind::Array | MapKind::PerCpuArray => copy_array(&old, &new, spec, &old_info, rule)?,
@@ -230,6 +252,34 @@ fn info(path: &Path) -> Result<Info> {
         value_size: i.value_size(),
         max_entries: i.max_entries(),
     })
+}
+
+/// Layout 1's link entries (slot, flags, MAC, padding: 16 bytes) into
+/// this layout's, marked present.
+fn links_from_hash(old: &MapData, array: &MapData, high: &MapData) -> Result<usize> {
+    let mut copied = 0;
+    let mut key: Option<Vec<u8>> = None;
+    let mut value = [0u8; 16];
+    while let Some(next) = raw::next_key(old.fd().as_fd(), key.as_deref(), 4)? {
+        if raw::lookup(old.fd().as_fd(), &next, &mut value)? {
+            let ifindex = u32::from_ne_bytes([next[0], next[1], next[2], next[3]]);
+            let link = VmLink {
+                slot: u32::from_ne_bytes([value[0], value[1], value[2], value[3]]),
+                flags: u32::from_ne_bytes([value[4], value[5], value[6], value[7]]) | VMLINK_PRESENT,
+                mac: [value[8], value[9], value[10], value[11], value[12], value[13]],
+                ..VmLink::default()
+            };
+            // SAFETY: VmLink is plain old data; read as its bytes.
+            let bytes: &[u8] = unsafe {
+                std::slice::from_raw_parts((&link as *const VmLink).cast(), std::mem::size_of::<VmLink>())
+            };
+            let to = if ifindex < abi::LINKS_ARRAY { array } else { high };
+            raw::update(to.fd().as_fd(), &next, bytes)?;
+            copied += 1;
+        }
+        key = Some(next);
+    }
+    Ok(copied)
 }
 
 fn copy_hash(old: &MapData, new: &MapData, spec: &MapSpec, from: &Info) -> Result<usize> {
@@ -300,89 +350,6 @@ fn copy_array(
         copied += 1;
     }
     Ok(copied)
-}
-
-/// bpf(2) map element operations on raw bytes: a migration copies maps
-/// whose types this binary no longer (or never) had as Rust types.
-mod raw {
-    use super::*;
-
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-
-    /// The map element part of `union bpf_attr`.
-    #[repr(C)]
-    struct ElemAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value_or_next: u64,
-        flags: u64,
-    }
-
-    fn call(cmd: libc::c_long, attr: &ElemAttr) -> std::io::Result<()> {
-        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for the map
-        // element commands; the pointers in it point at buffers the caller
-        // sized for the map's key and value and that outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                attr as *const ElemAttr,
-                std::mem::size_of::<ElemAttr>(),
-            )
-        };
-        if rc < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn attr(fd: BorrowedFd<'_>, key: Option<&[u8]>, value: *mut u8) -> ElemAttr {
-        ElemAttr {
-            map_fd: fd.as_raw_fd() as u32,
-            _pad: 0,
-            key: key.map_or(0, |k| k.as_ptr() as u64),
-            value_or_next: value as u64,
-            flags: 0,
-        }
-    }
-
-    /// The key after `key` (the first with `None`); `None` at the end.
-    pub fn next_key(
-        fd: BorrowedFd<'_>,
-        key: Option<&[u8]>,
-        key_size: u32,
-    ) -> Result<Option<Vec<u8>>> {
-        let mut next = vec![0u8; key_size as usize];
-        match call(BPF_MAP_GET_NEXT_KEY, &attr(fd, key, next.as_mut_ptr())) {
-            Ok(()) => Ok(Some(next)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(Error::io("walking a pinned map", e)),
-        }
-    }
-
-    /// False when there is no such entry.
-    pub fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<bool> {
-        match call(
-            BPF_MAP_LOOKUP_ELEM,
-            &attr(fd, Some(key), value.as_mut_ptr()),
-        ) {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(Error::io("reading a pinned map", e)),
-        }
-    }
-
-    pub fn update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> Result<()> {
-        call(
-            BPF_MAP_UPDATE_ELEM,
-            &attr(fd, Some(key), value.as_ptr() as *mut u8),
-        )
-        .map_err(|e| Error::io("writing a migrated entry", e))
-    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
 
 use aya::Pod;
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use mvbridge_common::abi::{self, MapSpec};
 use mvbridge_common::maps::{
-    Counter, Endpoint, HookName, HookRecord, Ipv4Key, Ipv6Key, Mac, Settings, VmCounters, VmLink,
+    Counter, Endpoint, HookName, HookRecord, Ipv4Key, Ipv6Key, Mac, Settings, VMLINK_PRESENT,
+    VmCounters, VmLink,
 };
 use mvbridge_common::stats::{DropReason, Path, Proto, path_slot};
 
@@ -23,13 +25,21 @@ pub struct PinnedMaps {
     local4: HashMap<MapData, Ipv4Key, Endpoint>,
     local6: HashMap<MapData, Ipv6Key, Endpoint>,
     macs: HashMap<MapData, Mac, Endpoint>,
-    links: HashMap<MapData, u32, VmLink>,
+    links: Array<MapData, VmLink>,
+    /// The same array, for reading it whole (aya reads one slot a call).
+    links_raw: MapData,
+    links_high: HashMap<MapData, u32, VmLink>,
     paths: PerCpuArray<MapData, Counter>,
     drops: PerCpuArray<MapData, u64>,
     vmstats: PerCpuArray<MapData, VmCounters>,
     /// VM name hash -> counter slot. The programs never read it; it is
     /// pinned so a restarted daemon gives every VM its old slot back.
     slots: HashMap<MapData, u64, u32>,
+    /// What the tables hold, as this process last wrote or read them: the
+    /// daemon is their only writer, so a pass compares with this instead
+    /// of reading every table back (read from the kernel on the first
+    /// sync, and again after any failure).
+    written: Option<Contents>,
 }
 
 fn open<T>(pins: &PinDir, spec: &MapSpec) -> Result<T>
@@ -68,10 +78,41 @@ impl PinnedMaps {
             local6: open(pins, &abi::LOCAL6)?,
             macs: open(pins, &abi::MACS)?,
             links: open(pins, &abi::LINKS)?,
+            links_raw: MapData::from_pin(pins.map(&abi::LINKS))
+                .map_err(|e| Error::bpf("opening the link table", e))?,
+            links_high: open(pins, &abi::LINKS_HIGH)?,
             paths: open(pins, &abi::PATHS)?,
             drops: open(pins, &abi::DROPS)?,
             vmstats: open(pins, &abi::VMSTATS)?,
             slots: open(pins, &abi::SLOTS)?,
+            written: None,
+        })
+    }
+
+    /// What the tables hold, read from the kernel.
+    fn read(&self) -> Result<Contents> {
+        let values = crate::rawmap::read_array(
+            self.links_raw.fd().as_fd(),
+            abi::LINKS.max_entries,
+            abi::LINKS.value_size,
+        )?;
+        let size = abi::LINKS.value_size as usize;
+        let mut links: BTreeMap<u32, VmLink> = values
+            .chunks_exact(size)
+            .enumerate()
+            .filter_map(|(i, raw)| {
+                // SAFETY: VmLink is plain old data of exactly `size` bytes.
+                let link: VmLink = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+                (link.flags & VMLINK_PRESENT != 0).then_some((i as u32, link))
+            })
+            .collect();
+        links.extend(self.links_high.iter().filter_map(Result::ok));
+        Ok(Contents {
+            settings: self.settings.get(&0, 0).unwrap_or_default(),
+            local4: self.local4.iter().filter_map(Result::ok).collect(),
+            local6: self.local6.iter().filter_map(Result::ok).collect(),
+            macs: self.macs.iter().filter_map(Result::ok).collect(),
+            links,
         })
     }
 
@@ -80,18 +121,50 @@ impl PinnedMaps {
     /// hole, then stale ones; settings last, once every endpoint they imply
     /// exists. Returns how many entries changed.
     pub fn sync(&mut self, want: &Contents) -> Result<usize> {
+        let have = match self.written.take() {
+            Some(have) => have,
+            None => self.read()?,
+        };
+        let changed = self.write(&have, want)?;
+        self.written = Some(want.clone());
+        Ok(changed)
+    }
+
+    fn write(&mut self, have: &Contents, want: &Contents) -> Result<usize> {
         let mut changed = 0;
-        changed += sync_map(&mut self.local4, &want.local4, |k| {
+        changed += sync_map(&mut self.local4, &have.local4, &want.local4, |k| {
             Ipv4Addr::from(*k).to_string()
         })?;
-        changed += sync_map(&mut self.local6, &want.local6, |k| {
+        changed += sync_map(&mut self.local6, &have.local6, &want.local6, |k| {
             Ipv6Addr::from(*k).to_string()
         })?;
-        changed += sync_map(&mut self.macs, &want.macs, |k| {
+        changed += sync_map(&mut self.macs, &have.macs, &want.macs, |k| {
             format!("MAC {}", MacAddr(*k))
         })?;
-        changed += sync_map(&mut self.links, &want.links, |k| format!("link {k}"))?;
-        if self.settings.get(&0, 0).ok() != Some(want.settings) {
+        let (low, high): (BTreeMap<u32, VmLink>, BTreeMap<u32, VmLink>) = want
+            .links
+            .iter()
+            .partition(|(i, _)| **i < abi::LINKS_ARRAY);
+        let (had_low, had_high): (BTreeMap<u32, VmLink>, BTreeMap<u32, VmLink>) = have
+            .links
+            .iter()
+            .partition(|(i, _)| **i < abi::LINKS_ARRAY);
+        changed += sync_map(&mut self.links_high, &had_high, &high, |k| format!("link {k}"))?;
+        for (i, link) in &low {
+            if had_low.get(i) != Some(link) {
+                self.links
+                    .set(*i, *link, 0)
+                    .map_err(|e| Error::bpf(format!("adding link {i} to the datapath"), e))?;
+                changed += 1;
+            }
+        }
+        for i in had_low.keys().filter(|i| !low.contains_key(i)) {
+            self.links
+                .set(*i, VmLink::default(), 0)
+                .map_err(|e| Error::bpf(format!("removing stale link {i} from the datapath"), e))?;
+            changed += 1;
+        }
+        if have.settings != want.settings {
             self.settings
                 .set(0, want.settings, 0)
                 .map_err(|e| Error::bpf("writing the settings", e))?;
@@ -102,13 +175,9 @@ impl PinnedMaps {
 
     /// Entries in the IPv4, IPv6, MAC and link tables: what a leak would
     /// grow.
-    pub fn entry_counts(&self) -> [usize; 4] {
-        [
-            self.local4.keys().count(),
-            self.local6.keys().count(),
-            self.macs.keys().count(),
-            self.links.keys().count(),
-        ]
+    pub fn entry_counts(&self) -> Result<[usize; 4]> {
+        let c = self.read()?;
+        Ok([c.local4.len(), c.local6.len(), c.macs.len(), c.links.len()])
     }
 
     /// Both address tables as one list.
@@ -267,6 +336,7 @@ fn create<K: Pod, V: Pod>(pins: &PinDir, spec: &MapSpec) -> Result<()> {
 
 fn sync_map<K, V>(
     map: &mut HashMap<MapData, K, V>,
+    have: &BTreeMap<K, V>,
     want: &BTreeMap<K, V>,
     show: impl Fn(&K) -> String,
 ) -> Result<usize>
@@ -274,7 +344,6 @@ where
     K: Pod + Ord,
     V: Pod + PartialEq,
 {
-    let have: BTreeMap<K, V> = map.iter().filter_map(Result::ok).collect();
     let mut changed = 0;
     for (k, v) in want {
         if have.get(k) == Some(v) {

@@ -149,8 +149,11 @@ impl Reconciler {
     pub async fn pass(&mut self, pass: Pass) -> Result<Outcome> {
         let mut total = Outcome::default();
         for _ in 0..MAX_ROUNDS {
+            let t0 = std::time::Instant::now();
             let world = self.observer.observe(&self.config).await?;
+            let observed = t0.elapsed();
             let plan = plan::plan(&self.config, &world, &self.learnt)?;
+            tracing::debug!(observe_us = observed.as_micros() as u64, plan_us = (t0.elapsed() - observed).as_micros() as u64, "planned");
             let problems = plan.all_problems();
             if pass == Pass::Strict
                 && let Some(first) = problems.first()
