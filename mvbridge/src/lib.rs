@@ -28,6 +28,7 @@ pub mod netns;
 pub mod notify;
 pub mod plan;
 pub mod preflight;
+pub mod rawmap;
 pub mod reconcile;
 pub mod report;
 pub mod status;
