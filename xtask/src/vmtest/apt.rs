@@ -22,8 +22,8 @@ pub enum Suite {
     Backports,
 }
 
-const BACKPORTS: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-     http://deb.debian.org/debian bookworm-backports main\n";
+const BACKPORTS: &str = "http://deb.debian.org/debian bookworm-backports main";
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// How often the private package lists are refreshed: new kernels come
 /// out every few weeks, and every run re-downloading the lists would cost
@@ -32,7 +32,8 @@ const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Apt {
     suite: Suite,
-    options: Vec<String>,
+    /// apt.conf of a private configuration.
+    config: Option<PathBuf>,
 }
 
 /// A package file apt can download.
@@ -53,11 +54,11 @@ impl Deb {
 
 impl Apt {
     pub fn new(suite: Suite, cache: &Cache) -> Result<Self> {
-        let options = match suite {
-            Suite::Host => Vec::new(),
-            Suite::Backports => private_config(cache)?,
+        let config = match suite {
+            Suite::Host => None,
+            Suite::Backports => Some(private_config(cache)?),
         };
-        let apt = Self { suite, options };
+        let apt = Self { suite, config };
         if suite == Suite::Backports {
             apt.refresh(cache)?;
         }
@@ -74,8 +75,8 @@ impl Apt {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("DEBIAN_FRONTEND", "noninteractive");
-        for option in &self.options {
-            cmd.args(["-o", option]);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
         }
         // apt hands downloads to its unprivileged _apt user, which cannot
         // write into root's home; as root, download as root (quietly).
@@ -169,33 +170,46 @@ impl Apt {
     }
 }
 
-/// Options that make apt read and write only under the cache: its own
-/// sources, lists, package cache, an empty dpkg status and no pinning.
-fn private_config(cache: &Cache) -> Result<Vec<String>> {
-    let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
-    if !keyring.is_file() {
+/// An apt.conf that makes apt read and write only under the cache: its
+/// own sources, lists, package cache, an empty dpkg status, no pinning,
+/// and none of the host's update hooks (PackageKit, appstream: they are
+/// about the host's lists). apt reads it after the host's configuration,
+/// so the host's proxy settings still apply.
+fn private_config(cache: &Cache) -> Result<PathBuf> {
+    if !Path::new(KEYRING).is_file() {
         bail!(
-            "{} is missing: bookworm-backports cannot be verified \
-             (apt-get install debian-archive-keyring)",
-            keyring.display()
+            "{KEYRING} is missing: bookworm-backports cannot be verified \
+             (apt-get install debian-archive-keyring)"
         );
     }
     let dir = cache.dir("apt/backports")?;
     for sub in ["lists/partial", "cache/archives/partial", "parts"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    std::fs::write(dir.join("sources.list"), BACKPORTS)?;
+    std::fs::write(
+        dir.join("sources.list"),
+        format!("deb [signed-by={KEYRING}] {BACKPORTS}\n"),
+    )?;
     std::fs::write(dir.join("status"), "")?;
     let at = |name: &str| dir.join(name).display().to_string();
-    Ok(vec![
-        format!("Dir::Etc::sourcelist={}", at("sources.list")),
-        format!("Dir::Etc::sourceparts={}", at("parts")),
-        format!("Dir::Etc::preferences={}", at("preferences")),
-        format!("Dir::Etc::preferencesparts={}", at("parts")),
-        format!("Dir::State::Lists={}", at("lists")),
-        format!("Dir::State::status={}", at("status")),
-        format!("Dir::Cache={}", at("cache")),
-    ])
+    let mut conf = String::new();
+    for (key, value) in [
+        ("Dir::Etc::sourcelist", at("sources.list")),
+        ("Dir::Etc::sourceparts", at("parts")),
+        ("Dir::Etc::preferences", at("preferences")),
+        ("Dir::Etc::preferencesparts", at("parts")),
+        ("Dir::State::Lists", at("lists")),
+        ("Dir::State::status", at("status")),
+        ("Dir::Cache", at("cache")),
+    ] {
+        conf.push_str(&format!("{key} \"{value}\";\n"));
+    }
+    for hook in ["Pre-Invoke", "Post-Invoke", "Post-Invoke-Success"] {
+        conf.push_str(&format!("#clear APT::Update::{hook};\n"));
+    }
+    let path = dir.join("apt.conf");
+    std::fs::write(&path, conf)?;
+    Ok(path)
 }
 
 /// Unpacks a package's files into `dir` (created), as `dpkg -x` does:

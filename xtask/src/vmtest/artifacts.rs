@@ -22,9 +22,9 @@ pub struct Artifacts {
     pub bins: Vec<Executable>,
 }
 
-/// The package of the integration tests, and of the binaries they run
-/// (`mvbridge` is the other).
+/// The integration tests' package.
 const TESTS_PACKAGE: &str = "mvbridge-tests";
+/// The packages with the binaries the tests run (and the tests).
 const PACKAGES: &[&str] = &["mvbridge", TESTS_PACKAGE];
 
 /// The test executables (only those named in `only`, when any) and the

@@ -2,15 +2,24 @@
 //! (`$XDG_CACHE_HOME/mvbridge/vmtest`, else `~/.cache/mvbridge/vmtest`).
 //! Two checkouts may fill it at the same time: each entry is built under
 //! a temporary name and renamed into place, so a reader sees a complete
-//! entry or none.
+//! entry or none. Entries nobody used for a month are removed: each
+//! change to the package list, the init or the kernel makes new ones, of
+//! hundreds of MB.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
 pub struct Cache {
     root: PathBuf,
 }
+
+const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The cache's directory that holds no entries: apt's private state,
+/// refreshed by its own rule.
+const NOT_ENTRIES: &str = "apt";
 
 impl Cache {
     pub fn open() -> Result<Self> {
@@ -23,7 +32,43 @@ impl Cache {
         let root = base.join("mvbridge/vmtest");
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating the vmtest cache {}", root.display()))?;
-        Ok(Self { root })
+        let cache = Self { root };
+        cache.prune();
+        Ok(cache)
+    }
+
+    /// Removes the entries (and what killed runs left) unused for
+    /// [`UNUSED_FOR`]. Housekeeping: a failure is only reported.
+    fn prune(&self) {
+        let unused = |path: &Path| {
+            std::fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > UNUSED_FOR))
+        };
+        let kinds = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten();
+        for kind in kinds.filter(|k| k.file_name() != NOT_ENTRIES && k.path().is_dir()) {
+            for entry in std::fs::read_dir(kind.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = entry.path();
+                if !unused(&path) {
+                    continue;
+                }
+                eprintln!(
+                    "xtask: vmtest: removing {} (unused for {} days)",
+                    path.display(),
+                    UNUSED_FOR.as_secs() / 86400
+                );
+                if let Err(e) = remove(&path) {
+                    eprintln!("xtask: vmtest: cannot remove it: {e:#}");
+                }
+            }
+        }
     }
 
     /// `rel` under the cache, created (with its parents) if missing.
@@ -38,6 +83,7 @@ impl Cache {
     pub fn entry(&self, rel: &str, make: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
         let path = self.root.join(rel);
         if path.exists() {
+            touch(&path);
             return Ok(path);
         }
         let parent = path.parent().context("a cache entry has a parent")?;
@@ -61,8 +107,15 @@ impl Cache {
                 return Err(e).with_context(|| format!("moving {} into place", path.display()));
             }
         }
+        touch(&path);
         Ok(path)
     }
+}
+
+/// Marks an entry used now: pruning goes by its modification time (which
+/// for an unpacked package starts out as the package's build date).
+fn touch(path: &Path) {
+    let _ = std::fs::File::open(path).and_then(|f| f.set_modified(SystemTime::now()));
 }
 
 /// Removes a file or a directory tree; a missing one is fine. A tree
@@ -151,6 +204,36 @@ mod tests {
         assert_ne!(digest(&[b"ab", b"c"]), digest(&[b"a", b"bc"]));
         assert_eq!(digest(&[]), "cbf29ce484222325");
         assert_eq!(digest(&[b"x"]).len(), 16);
+    }
+
+    #[test]
+    fn entries_unused_for_a_month_are_pruned() {
+        let root = std::env::temp_dir().join(format!("xtask-prune-test-{}", std::process::id()));
+        let cache = Cache { root: root.clone() };
+        let old = cache
+            .entry("kernels/old", |tmp| Ok(std::fs::create_dir(tmp)?))
+            .unwrap();
+        // Made with an old date, as `dpkg -x` does: new all the same.
+        let new = cache
+            .entry("kernels/new", |tmp| {
+                std::fs::create_dir(tmp)?;
+                let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 30);
+                Ok(std::fs::File::open(tmp)?.set_modified(long_ago)?)
+            })
+            .unwrap();
+        let apt = cache.dir("apt/lists").unwrap();
+        let month_ago = SystemTime::now() - UNUSED_FOR - Duration::from_secs(60);
+        for dir in [&old, &apt] {
+            std::fs::File::open(dir)
+                .unwrap()
+                .set_modified(month_ago)
+                .unwrap();
+        }
+        cache.prune();
+        assert!(!old.exists());
+        assert!(new.exists());
+        assert!(apt.exists());
+        remove(&root).unwrap();
     }
 
     #[test]

@@ -23,6 +23,8 @@ mount -t tmpfs run /run
 mkdir /run/netns
 hostname mvb-vm
 ip link set lo up
+# The host's sign of life (it gives up on a VM that never gets here).
+echo "vmtest: $(uname -r) up after $(cut -d' ' -f1 /proc/uptime) s"
 # Autoload would find these on first use; loaded here, a missing one
 # shows once, by name, before any test runs.
 modprobe -a veth macvlan macvtap tap tun bridge sch_ingress cls_bpf \
@@ -37,11 +39,12 @@ run_test() {
     /vmtest/tests/"$name" "$@" || failed="$failed $name"
 }
 
-if mount -t ext4 -o ro /dev/nvme1n1 /vmtest; then
+# By label: which NVMe disk is which changes from boot to boot.
+if mount -t ext4 -o ro LABEL=mvb-payload /vmtest; then
     . /vmtest/run.sh
     if [ -z "$failed" ]; then result=0; else result="1$failed"; fi
 else
-    result="2 cannot mount the payload disk /dev/nvme1n1"
+    result="2 cannot mount the payload disk (label mvb-payload)"
 fi
 echo "VMTEST_EXIT=$result"
 

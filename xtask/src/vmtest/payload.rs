@@ -6,22 +6,23 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::artifacts::{Artifacts, Executable};
 use super::cache::remove;
 use super::{image, step};
 
-/// Where the init mounts the disk.
+/// Where the init mounts the disk, and how it finds it (init.sh).
 const MOUNT: &str = "/vmtest";
+const LABEL: &str = "mvb-payload";
 
-/// Source-tree directories the tests read at run time, by the path
+/// What of the source tree stays behind: build output, git's store, the
+/// fuzzers' corpora. The tests read the rest at run time by the paths
 /// `env!("CARGO_MANIFEST_DIR")` gave them on the host (the shipped unit
-/// and config).
-const SOURCE_DIRS: &[&str] = &["dist"];
+/// and config, fixtures).
+const NOT_SHIPPED: &[&str] = &[".git", "target", "fuzz"];
 
-/// What each test binary gets after the filter, as `cargo xtask test`
-/// runs them: one test at a time (they share the kernel's state).
+/// What each test binary is run with.
 pub struct TestArgs<'a> {
     pub filter: Option<&'a str>,
     pub color: bool,
@@ -37,24 +38,29 @@ pub fn build(artifacts: &Artifacts, args: &TestArgs, dir: &Path) -> Result<PathB
         copy_stripped(&artifacts.tests, &stage.join("tests"))?;
         copy_stripped(&artifacts.bins, &stage.join("bin"))?;
         let workspace = crate::workspace();
-        for sub in SOURCE_DIRS {
-            let to = stage.join("workspace").join(sub);
-            std::fs::create_dir_all(to.parent().context("a parent")?)?;
-            crate::run(
-                Command::new("cp")
-                    .arg("-a")
-                    .arg(workspace.join(sub))
-                    .arg(&to),
-            )?;
-        }
+        copy_sources(&workspace, &stage.join("workspace"))?;
         std::fs::write(
             stage.join("run.sh"),
             run_script(&artifacts.tests, args, &workspace),
         )?;
         remove(&disk)?;
-        image::ext4(&stage, &disk, "mvb-payload", 0)
+        image::ext4(&stage, &disk, LABEL, 0)
     })?;
     Ok(disk)
+}
+
+/// The top of the source tree but [`NOT_SHIPPED`], into `to`.
+fn copy_sources(workspace: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir(to)?;
+    let mut cp = Command::new("cp");
+    cp.arg("-a");
+    for entry in std::fs::read_dir(workspace)? {
+        let name = entry?.file_name();
+        if !NOT_SHIPPED.iter().any(|n| name == *n) {
+            cp.arg(workspace.join(name));
+        }
+    }
+    crate::run(cp.arg(to))
 }
 
 /// Copies without debug info: a fifth of the size (less to write and for
@@ -69,7 +75,7 @@ fn copy_stripped(executables: &[Executable], to: &Path) -> Result<()> {
             .status()
             .context("cannot start objcopy")?;
         if !status.success() {
-            anyhow::bail!(
+            bail!(
                 "objcopy --strip-debug {} failed ({status})",
                 exe.path.display()
             );
@@ -96,6 +102,8 @@ fn run_script(tests: &[Executable], args: &TestArgs, workspace: &Path) -> String
         "export MVB_BIN_DIR={MOUNT}/bin RUST_BACKTRACE=1\ncd /tmp"
     );
     let mut test_args: Vec<String> = args.filter.iter().map(|f| quote(f)).collect();
+    // One test at a time, as `cargo xtask test` runs them: they share the
+    // kernel's state (ifindexes, /dev/tapN, bpffs).
     test_args.push("--test-threads=1".to_owned());
     test_args.push(format!(
         "--color={}",

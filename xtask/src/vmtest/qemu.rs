@@ -15,7 +15,7 @@ use super::output;
 
 pub struct Qemu {
     binary: PathBuf,
-    pub version: (u32, u32, u32),
+    version: (u32, u32, u32),
     /// The unpacked tree of a qemu that is not installed.
     unpacked: Option<PathBuf>,
 }
@@ -34,6 +34,10 @@ impl Qemu {
             version,
             unpacked,
         })
+    }
+
+    fn at_least(&self, (major, minor): (u32, u32)) -> bool {
+        (self.version.0, self.version.1) >= (major, minor)
     }
 
     pub fn version_string(&self) -> String {
@@ -62,7 +66,7 @@ pub fn for_kernel(kernel: &Kernel, accel: Accel, cache: &Cache) -> Result<Qemu> 
     let Some(needs) = kernel.tcg_needs_qemu else {
         return Ok(system);
     };
-    if accel != Accel::Tcg || (system.version.0, system.version.1) >= needs {
+    if accel != Accel::Tcg || system.at_least(needs) {
         return Ok(system);
     }
     eprintln!(
@@ -72,7 +76,7 @@ pub fn for_kernel(kernel: &Kernel, accel: Accel, cache: &Cache) -> Result<Qemu> 
         kernel.series
     );
     let newer = backports(cache)?;
-    if (newer.version.0, newer.version.1) < needs {
+    if !newer.at_least(needs) {
         bail!(
             "bookworm-backports' qemu is {}, kernel {} needs {}.{} under TCG",
             newer.version_string(),

@@ -1,6 +1,6 @@
 //! The VM's root disk: a Debian 12 (minbase) tree with the tools the lab
 //! runs, built once with mmdebstrap, plus one kernel's modules and the
-//! init script, as an ext4 image per kernel. qemu opens it with
+//! init script, as a disk image per kernel. qemu opens it with
 //! `snapshot=on`, so the cached image is never written.
 
 use std::path::{Path, PathBuf};
@@ -12,8 +12,9 @@ use super::cache::{Cache, digest, remove, sibling};
 use super::kernel::Unpacked;
 use super::{image, step};
 
-/// What the tests run (the lab's tools, kmod for modprobe), and systemd
-/// for tests that boot it as PID 1 instead of [`INIT`].
+/// What the tests run (the lab's tools, kmod for modprobe, xz for a
+/// fixture), and systemd for tests that boot it as PID 1 instead of
+/// [`INIT`].
 const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -22,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "kmod",
     "procps",
+    "xz-utils",
     "systemd",
     "systemd-sysv",
     "dbus",
@@ -33,8 +35,12 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 pub const INIT: &str = include_str!("init.sh");
 pub const INIT_PATH: &str = "/sbin/vmtest-init";
 
-/// Free space in the root image: the tests write to tmpfs, systemd and
-/// package installs by hand need some room.
+/// How [`image::root_disk`] lays the image out: bump it when that
+/// changes, or the cache keeps serving images in the old layout.
+const LAYOUT: u8 = 1;
+
+/// Free space in the root file system: the tests write to tmpfs, but
+/// systemd, or someone installing a package in the VM, needs some room.
 const SPARE: u64 = 256 << 20;
 
 /// mmdebstrap's command line after the program name, but for the target.
@@ -63,15 +69,16 @@ pub fn image(cache: &Cache, kernel: &Unpacked) -> Result<PathBuf> {
         base.file_name().unwrap_or_default().as_encoded_bytes(),
         INIT.as_bytes(),
         kernel.package.as_bytes(),
+        &[LAYOUT],
     ]);
-    let rel = format!("rootfs/root-{}-{key}.ext4", kernel.release);
+    let rel = format!("rootfs/root-{}-{key}.img", kernel.release);
     cache.entry(&rel, |tmp| {
         step(
             &format!("building the root image for {}", kernel.release),
             || {
                 let stage = sibling(tmp, ".stage");
                 let built = fill(&base, kernel, &stage)
-                    .and_then(|()| image::ext4(&stage, tmp, "mvb-root", SPARE));
+                    .and_then(|()| image::root_disk(&stage, tmp, "mvb-root", SPARE));
                 remove(&stage)?;
                 built
             },

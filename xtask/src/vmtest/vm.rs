@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::accel::Accel;
+use super::image::ROOT_PARTUUID;
 use super::qemu::{Qemu, option_path};
 use super::rootfs::INIT_PATH;
 
@@ -56,6 +57,10 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// How long the kernel may take to start the init, which then says so
+/// at once: a few seconds under TCG.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// How long the VM may take to power off once the marker is out.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(30);
 
@@ -71,6 +76,8 @@ const FATAL: &[&str] = &[
 ];
 
 enum Event {
+    /// The init's first words.
+    Up,
     Marker(Outcome),
     Kernel(String),
     Closed,
@@ -102,11 +109,17 @@ impl Vm<'_> {
             std::thread::spawn(move || watch(&console, &stop, tx))
         };
 
-        let mut deadline = Instant::now() + self.timeout;
+        let started = Instant::now();
+        let mut up = false;
+        let mut deadline = started + self.timeout.min(BOOT_TIMEOUT);
         let mut marker = None;
         let mut timed_out = false;
         loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Event::Up) => {
+                    up = true;
+                    deadline = started + self.timeout;
+                }
                 Ok(Event::Marker(outcome)) => {
                     marker = Some(outcome);
                     deadline = deadline.min(Instant::now() + POWER_OFF_GRACE);
@@ -132,8 +145,12 @@ impl Vm<'_> {
         let _ = errors.join();
         Ok(match (marker, problem) {
             (Some(outcome), _) => outcome,
-            (None, _) if timed_out => Outcome::TimedOut(self.timeout),
             (None, Some(line)) => Outcome::Crashed(format!("kernel: {line}")),
+            (None, None) if timed_out && !up => Outcome::Crashed(format!(
+                "no word from the VM's init within {} s",
+                self.timeout.min(BOOT_TIMEOUT).as_secs()
+            )),
+            (None, None) if timed_out => Outcome::TimedOut(self.timeout),
             (None, None) => {
                 Outcome::Crashed(format!("qemu exited ({status}) before the tests finished"))
             }
@@ -143,15 +160,16 @@ impl Vm<'_> {
     fn spawn(&self, console: &Path) -> Result<Child> {
         let mut cmd = self.qemu.command();
         cmd.args(self.accel.args())
-            // No network device: the tests build their own networks.
+            // Two vCPUs: a test, and the daemon or guests it drives. No
+            // network device: the tests build their own networks.
             .args(["-smp", "2", "-m", "2048", "-nodefaults", "-no-reboot"])
             .args(["-display", "none"])
             .arg("-kernel")
             .arg(self.vmlinuz)
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 init={INIT_PATH} \
-                 panic=-1 loglevel=4 mitigations=off"
+                "console=ttyS0 root=PARTUUID={ROOT_PARTUUID} rootwait rw rootfstype=ext4 \
+                 init={INIT_PATH} panic=-1 loglevel=4 mitigations=off"
             ))
             // The cloud kernel has NVMe built in (virtio-blk is a module).
             .arg("-drive")
@@ -184,12 +202,17 @@ impl Vm<'_> {
 fn stream(mut from: impl Read, mut log: File, tx: mpsc::Sender<Event>) {
     let mut buf = [0u8; 8192];
     let mut line = Vec::new();
+    let mut up = false;
     let stdout = std::io::stdout();
     while let Ok(n) = from.read(&mut buf) {
         if n == 0 {
             break;
         }
         let chunk = &buf[..n];
+        if !up {
+            up = true;
+            let _ = tx.send(Event::Up);
+        }
         {
             let mut out = stdout.lock();
             let _ = out.write_all(chunk);
@@ -206,6 +229,10 @@ fn stream(mut from: impl Read, mut log: File, tx: mpsc::Sender<Event>) {
             }
             line.clear();
         }
+    }
+    if !line.is_empty() {
+        // Cut off mid-line (a timeout): what we say next starts afresh.
+        println!();
     }
     let _ = tx.send(Event::Closed);
 }
