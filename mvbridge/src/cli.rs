@@ -6,6 +6,9 @@ use clap::{Parser, Subcommand};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mvbridge/mvbridge.toml";
 
+/// The man page's section: mvbridge is run by root to manage the host.
+pub const MAN_SECTION: &str = "8";
+
 /// Lets a KVM host talk to its own macvtap-attached VMs.
 #[derive(Debug, Parser)]
 #[command(name = "mvbridge", version, about, long_about = None)]
@@ -51,11 +54,26 @@ pub enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Exit 0 if the config names an uplink, 1 if not: the service's start
+    /// condition.
+    ///
+    /// The shipped example names no uplink, so the service it enables stays
+    /// off (skipped, not failed) until the admin sets one. Nothing else is
+    /// checked: once an uplink is named, `run` reports any other mistake.
+    Configured {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff, section 8: system administration).
+    Man {
+        /// Write it and one page per subcommand (mvbridge-run.8, ...) into
+        /// this directory instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }

@@ -13,6 +13,7 @@ pub mod bpffs;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod configured;
 pub mod contents;
 pub mod daemon;
 pub mod datapath;

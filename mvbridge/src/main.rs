@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 use mvbridge::cli::{Cli, Command};
-use mvbridge::{check, daemon, status};
+use mvbridge::{check, configured, daemon, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,6 +57,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status::status(&config, json).await,
         Command::Reload { config } => daemon::request_reload(&config).await,
         Command::Check { config } => check::check(&config).await,
+        Command::Configured { config } => Ok(configured::command(&config)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -66,9 +67,43 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+        Command::Man { out_dir } => {
+            // No `help` subcommand: it would get a page of its own.
+            let cli = Cli::command().disable_help_subcommand(true);
+            match out_dir {
+                None => man_page(cli).render(&mut std::io::stdout())?,
+                Some(dir) => {
+                    for page in write_man_pages(cli, &dir)? {
+                        println!("{}", page.display());
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The man page of the CLI or of one of its subcommands, in section 8.
+fn man_page(cmd: clap::Command) -> clap_mangen::Man {
+    let source = format!("mvbridge {}", env!("CARGO_PKG_VERSION"));
+    clap_mangen::Man::new(cmd)
+        .section(mvbridge::cli::MAN_SECTION)
+        .source(source)
+}
+
+/// mvbridge.8 and a page per subcommand (mvbridge-run.8, ...), which the
+/// first one refers to, into `dir`: clap_mangen::generate_to, in section 8.
+fn write_man_pages(
+    mut cmd: clap::Command,
+    dir: &std::path::Path,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    cmd.build();
+    std::fs::create_dir_all(dir)?;
+    let mut pages = Vec::new();
+    let mut todo = vec![cmd];
+    while let Some(cmd) = todo.pop() {
+        todo.extend(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+        pages.push(man_page(cmd).generate_to(dir)?);
+    }
+    Ok(pages)
 }

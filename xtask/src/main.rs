@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's commands. Bootstraps the eBPF toolchain,
 //! builds, runs the tests (as root, in network namespaces) and the demo.
 
+mod deb;
 mod system;
 mod toolchain;
 mod vmtest;
@@ -58,6 +59,9 @@ enum Cmd {
     /// rather than the host's (downloads and images cached in
     /// ~/.cache/mvbridge/vmtest).
     Vmtest(vmtest::Args),
+    /// The Debian package (cargo-deb, from the release build), checked
+    /// with lintian; in target/debian/.
+    Deb,
 }
 
 fn main() -> Result<()> {
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
         Cmd::Soak { minutes } => soak(minutes),
         Cmd::Bench { smoke } => bench(smoke),
         Cmd::Vmtest(args) => vmtest::run(&args),
+        Cmd::Deb => deb::deb(),
     }
 }
 
