@@ -240,6 +240,22 @@ impl Lab {
         Ok(())
     }
 
+    /// The neighbour entries the host may rightly hold for the lab's VMs
+    /// (each address a VM owns, its EUI-64 link-local included, with its
+    /// own MAC), as `RoutingState` lists them: a guest refreshing its
+    /// neighbours legitimately adds these at any time.
+    pub fn true_neighbours(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for s in &self.specs {
+            let Ok(mac) = parse_mac(s.mac) else { continue };
+            let ll = Ipv6Addr::from(mvbridge_common::link_local::eui64(&mac));
+            for ip in [s.addr.to_string(), s.addr6.to_string(), ll.to_string()] {
+                out.insert(format!("{ip} {UPLINK} {}", s.mac));
+            }
+        }
+        out
+    }
+
     pub fn spec(&self, key: &str) -> &VmSpec {
         self.specs
             .iter()
@@ -471,6 +487,12 @@ impl Drop for Lab {
 /// auto).
 pub fn attach_mode() -> String {
     std::env::var("MVB_ATTACH").unwrap_or_else(|_| "auto".into())
+}
+
+/// Whether the running kernel has TCX (6.6+): its attach code is in the
+/// symbol table. Tests of TCX itself say so and skip that part when not.
+pub fn kernel_has_tcx() -> bool {
+    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|s| s.contains(" tcx_prog_attach"))
 }
 
 /// A guest's stock network config, as its installer wrote it: eth0 up with

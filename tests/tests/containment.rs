@@ -113,7 +113,20 @@ fn refused(lab: &Lab, path: &Path, from: &Netns, what: &str, frames: Vec<Vec<u8>
         std::thread::sleep(Duration::from_millis(20));
     }
     let after = RoutingState::capture(&lab.host).unwrap();
-    assert_eq!(before, after, "{what} changed the host's state");
+    assert_eq!(
+        (&before.routes, &before.addresses),
+        (&after.routes, &after.addresses),
+        "{what} changed the host's routes or addresses"
+    );
+    // A guest's own neighbour refresh may add a true entry meanwhile (a
+    // slow kernel makes that likely); nothing else may appear or move.
+    let truth = lab.true_neighbours();
+    let gained: Vec<&String> = after
+        .neighbours
+        .difference(&before.neighbours)
+        .filter(|n| !truth.contains(*n))
+        .collect();
+    assert!(gained.is_empty(), "{what}: the host now holds {gained:?}");
     assert!(ping(&lab.host, INET), "{what}: host -> internet over IPv4");
     assert!(ping(&lab.host, INET6), "{what}: host -> internet over IPv6");
 }
@@ -463,6 +476,15 @@ fn a_vm_sending_from_random_sources_delays_nothing() {
         .replace("interface = \"macvtap0\"", "mac = \"52:54:00:00:00:a1\"");
     let path = lab.write_config("mvbridge.toml", &config).unwrap();
     let mut daemon = Daemon::start(&lab.host, &path).unwrap();
+    let ready = ["vm ready", "vm=a"];
+    // The baseline: VM a restarted with nothing else going on.
+    lab.libvirt_stop("a").unwrap();
+    let seen = daemon.count_log(&ready);
+    lab.libvirt_start("a", "macvtap6").unwrap();
+    let line = daemon
+        .wait_for_another_log(&ready, seen, 5 * SECOND)
+        .unwrap();
+    let calm = daemon::log_field(&line, "reaction_us").unwrap();
     lab.libvirt_stop("a").unwrap();
     let cmac = parse_mac(lab.spec("c").mac).unwrap();
     let host_mac = lab.uplink_mac().unwrap();
@@ -477,13 +499,14 @@ fn a_vm_sending_from_random_sources_delays_nothing() {
         })
         .collect();
     let sender = Netns::borrowed(&lab.guest("c").name);
-    let flood = std::thread::spawn(move || send_raw_for(&sender, "eth0", frames, 4 * SECOND));
+    // Long enough to outlast what follows on a slow (emulated) machine:
+    // "delays nothing" means nothing waits for the flood to end.
+    let flood = std::thread::spawn(move || send_raw_for(&sender, "eth0", frames, 10 * SECOND));
 
-    // Once refusals pour in, a VM link appearing is handled as fast as ever...
+    // Once refusals pour in, a VM link appearing is handled at once...
     daemon
         .wait_for_log(&["refused to learn"], 5 * SECOND)
         .unwrap();
-    let ready = ["vm ready", "vm=a"];
     let seen = daemon.count_log(&ready);
     lab.libvirt_start("a", "macvtap7").unwrap();
     let line = daemon
@@ -491,18 +514,27 @@ fn a_vm_sending_from_random_sources_delays_nothing() {
         .unwrap();
     let reaction = daemon::log_field(&line, "reaction_us").unwrap();
     assert!(
-        reaction < 500_000,
-        "a new VM link waited {reaction} us behind the flood"
+        !flood.is_finished(),
+        "VM a went live only as the flood ended ({reaction} us after its link came)"
+    );
+    // A few times the calm figure at most (plus a scheduling slice: the
+    // flood's sender and the daemon share the machine's cores).
+    assert!(
+        reaction <= 4 * calm + 100_000,
+        "VM a went live {reaction} us after its link came during the flood, {calm} us without"
     );
     // ... and so is SIGTERM.
     let t0 = Instant::now();
     assert!(daemon.stop_with(libc::SIGTERM).unwrap().success());
     let took = t0.elapsed();
-    assert!(took < 2 * SECOND, "SIGTERM took {took:?} during the flood");
+    assert!(
+        !flood.is_finished(),
+        "SIGTERM took effect only as the flood ended ({took:?})"
+    );
     let sent = flood.join().unwrap().unwrap();
     let logged = daemon.count_log(&["refused to learn:"]);
     println!(
-        "{sent} frames from 4000 sources; VM a live {reaction} us after its link came; {logged} refusals logged; exit in {took:?}"
+        "{sent} frames from 4000 sources; VM a live {reaction} us after its link came ({calm} us without the flood); {logged} refusals logged; exit in {took:?}"
     );
     assert!(
         sent >= 4000,

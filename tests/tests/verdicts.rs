@@ -80,20 +80,22 @@ fn the_loop_status_check_and_reload_agree_on_every_vm() {
         ))
         .unwrap();
     let x = Netns::new(&x_ns).unwrap();
-    let taken = lab
-        .host
-        .run(&["cat", "/sys/class/net/virbr0/ifindex"])
-        .unwrap();
+    // The clash: x's link and a host link share an ifindex, one unused
+    // so far in either namespace. x's is made first: kernels before 6.x
+    // refuse `index N netns X` while N is taken where `ip` runs.
+    let index = 4242;
     lab.host
         .ipw(&format!(
-            "link add link {UPLINK} name eth0 index {} netns {} address 52:54:00:00:00:ee type macvlan mode bridge",
-            taken.trim(),
+            "link add link {UPLINK} name eth0 index {index} netns {} address 52:54:00:00:00:ee type macvlan mode bridge",
             x.name
         ))
         .unwrap();
+    lab.host
+        .ipw(&format!("link add clash0 index {index} type bridge"))
+        .unwrap();
 
     let both = "[[vm]] \"d1\" and \"d2\" both resolve to mvt-d";
-    let clash = format!("has ifindex {}, like the host's virbr0", taken.trim());
+    let clash = format!("has ifindex {index}, like the host's clash0");
     // The loop says so...
     daemon.wait_for_log(&[both], 10 * SECOND).unwrap();
     daemon.wait_for_log(&[&clash], 10 * SECOND).unwrap();
