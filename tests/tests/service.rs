@@ -461,7 +461,11 @@ fn the_metrics_endpoint_serves_what_status_reports() {
         "an idle client was kept {held_for:?}"
     );
     // And the endpoint serves again.
-    assert!(http_get(&lab.host, addr, "/metrics").unwrap().contains("mvbridge_attached 1"));
+    assert!(
+        http_get(&lab.host, addr, "/metrics")
+            .unwrap()
+            .contains("mvbridge_attached 1")
+    );
 }
 
 #[test]
