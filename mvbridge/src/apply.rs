@@ -108,6 +108,7 @@ impl Applier {
         pass: Pass,
     ) -> Result<Outcome> {
         let mut out = Outcome::default();
+        let t0 = std::time::Instant::now();
         let shim = self.shim(config, plan, pass, &mut out).await?;
         for link in &plan.stale {
             tracing::info!(interface = %link.name, "removing a macvtap no configured VM uses");
@@ -143,6 +144,7 @@ impl Applier {
                 self.quiet(link).await?;
             }
         }
+        let links_done = t0.elapsed();
 
         // Tables: slots, then every entry, then the hooks that read them.
         let names: Vec<&str> = config.vms.iter().map(|v| v.name.as_str()).collect();
@@ -152,6 +154,7 @@ impl Applier {
             slots.insert(vm.name.clone(), self.maps.slot_for(&vm.name)?);
         }
         out.changed_entries = self.maps.sync(&Contents::new(plan, &shim, &slots))?;
+        let tables_done = t0.elapsed();
 
         // VM hooks before the uplink's: host->VM steering only starts once
         // every return path is in place.
@@ -181,6 +184,12 @@ impl Applier {
             .await?;
         self.remove_stale_hooks(&plan.hooks(config), observer, &mut out)
             .await;
+        tracing::debug!(
+            links_us = links_done.as_micros() as u64,
+            tables_us = (tables_done - links_done).as_micros() as u64,
+            hooks_us = (t0.elapsed() - tables_done).as_micros() as u64,
+            "applied"
+        );
         Ok(out)
     }
 

@@ -78,6 +78,7 @@ impl Datapath {
         }
         let level: u8 = if ebpf_log { LOG_LEVEL_DEBUG } else { 0 };
         let loading = "the kernel refused to load mvbridge's BPF programs";
+        let t0 = std::time::Instant::now();
         // No kernel BTF: the programs use no CO-RE relocations, and parsing
         // /sys/kernel/btf/vmlinux would cost most of the start-up time and
         // memory.
@@ -87,13 +88,47 @@ impl Datapath {
             .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .map_err(|e| Error::bpf(loading, e))?;
-        for role in Role::ALL {
-            let t0 = std::time::Instant::now();
-            let prog = program(&mut ebpf, role.program())?;
-            prog.load()
-                .map_err(|e| Error::bpf(format!("{loading}: {}", role.program()), e))?;
-            tracing::debug!(program = role.program(), load_us = t0.elapsed().as_micros() as u64, "loaded");
+        tracing::debug!(object_us = t0.elapsed().as_micros() as u64, "object loaded");
+        // The verifier checks each program on its own; privileged loads run
+        // concurrently in the kernel, so the slowest program sets the time.
+        let mut ours: Vec<(Role, &mut SchedClassifier)> = Vec::new();
+        for (name, prog) in ebpf.programs_mut() {
+            if let Some(role) = Role::ALL.into_iter().find(|r| r.program() == name) {
+                let prog: &mut SchedClassifier = prog
+                    .try_into()
+                    .map_err(|e| Error::bpf(format!("{name} is not a TC program"), e))?;
+                ours.push((role, prog));
+            }
         }
+        if ours.len() != Role::ALL.len() {
+            return Err(Error::Unfit(format!(
+                "the eBPF object lacks some of {:?}",
+                Role::ALL.map(Role::program)
+            )));
+        }
+        std::thread::scope(|scope| {
+            let loads: Vec<_> = ours
+                .into_iter()
+                .map(|(role, prog)| {
+                    scope.spawn(move || {
+                        let t = std::time::Instant::now();
+                        let loaded = prog
+                            .load()
+                            .map_err(|e| Error::bpf(format!("{loading}: {}", role.program()), e));
+                        tracing::debug!(
+                            program = role.program(),
+                            load_us = t.elapsed().as_micros() as u64,
+                            "loaded"
+                        );
+                        loaded
+                    })
+                })
+                .collect();
+            loads
+                .into_iter()
+                .map(|l| l.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<()>>>()
+        })?;
         Ok(Datapath { ebpf })
     }
 

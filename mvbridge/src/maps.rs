@@ -89,6 +89,14 @@ impl PinnedMaps {
         })
     }
 
+    /// Maps this run created a moment ago hold nothing (zeros): the first
+    /// sync need not read them back (reading the link array costs tens of
+    /// milliseconds).
+    pub fn just_created(mut self) -> PinnedMaps {
+        self.written = Some(Contents::default());
+        self
+    }
+
     /// What the tables hold, read from the kernel.
     fn read(&self) -> Result<Contents> {
         let values = crate::rawmap::read_array(
@@ -121,11 +129,19 @@ impl PinnedMaps {
     /// hole, then stale ones; settings last, once every endpoint they imply
     /// exists. Returns how many entries changed.
     pub fn sync(&mut self, want: &Contents) -> Result<usize> {
+        let t0 = std::time::Instant::now();
         let have = match self.written.take() {
             Some(have) => have,
             None => self.read()?,
         };
+        let read = t0.elapsed();
         let changed = self.write(&have, want)?;
+        tracing::debug!(
+            read_us = read.as_micros() as u64,
+            write_us = (t0.elapsed() - read).as_micros() as u64,
+            changed,
+            "tables synced"
+        );
         self.written = Some(want.clone());
         Ok(changed)
     }
@@ -141,15 +157,13 @@ impl PinnedMaps {
         changed += sync_map(&mut self.macs, &have.macs, &want.macs, |k| {
             format!("MAC {}", MacAddr(*k))
         })?;
-        let (low, high): (BTreeMap<u32, VmLink>, BTreeMap<u32, VmLink>) = want
-            .links
-            .iter()
-            .partition(|(i, _)| **i < abi::LINKS_ARRAY);
-        let (had_low, had_high): (BTreeMap<u32, VmLink>, BTreeMap<u32, VmLink>) = have
-            .links
-            .iter()
-            .partition(|(i, _)| **i < abi::LINKS_ARRAY);
-        changed += sync_map(&mut self.links_high, &had_high, &high, |k| format!("link {k}"))?;
+        let (low, high): (BTreeMap<u32, VmLink>, BTreeMap<u32, VmLink>) =
+            want.links.iter().partition(|(i, _)| **i < abi::LINKS_ARRAY);
+        let (had_low, had_high): (BTreeMap<u32, VmLink>, BTreeMap<u32, VmLink>) =
+            have.links.iter().partition(|(i, _)| **i < abi::LINKS_ARRAY);
+        changed += sync_map(&mut self.links_high, &had_high, &high, |k| {
+            format!("link {k}")
+        })?;
         for (i, link) in &low {
             if had_low.get(i) != Some(link) {
                 self.links

@@ -109,7 +109,10 @@ impl Reconciler {
         if let Start::Migrate { from } = start {
             layout::remove(&pins, from)?;
         }
-        let maps = PinnedMaps::open(&pins)?;
+        let maps = match start {
+            Start::Fresh => PinnedMaps::open(&pins)?.just_created(),
+            _ => PinnedMaps::open(&pins)?,
+        };
         // An adopted datapath still holds what the previous daemon learnt:
         // take it back, or the first pass would forget it.
         let learnt = Learnt::recover(&config, &maps);
@@ -153,7 +156,11 @@ impl Reconciler {
             let world = self.observer.observe(&self.config).await?;
             let observed = t0.elapsed();
             let plan = plan::plan(&self.config, &world, &self.learnt)?;
-            tracing::debug!(observe_us = observed.as_micros() as u64, plan_us = (t0.elapsed() - observed).as_micros() as u64, "planned");
+            tracing::debug!(
+                observe_us = observed.as_micros() as u64,
+                plan_us = (t0.elapsed() - observed).as_micros() as u64,
+                "planned"
+            );
             let problems = plan.all_problems();
             if pass == Pass::Strict
                 && let Some(first) = problems.first()
