@@ -8,14 +8,16 @@ use anyhow::{Context, Result};
 use aya::programs::{SchedClassifier, TcAttachType};
 
 use crate::bpffs::PinDir;
-use crate::config::{Config, MacAddr};
+use crate::config::{Config, MacAddr, VmOrigin};
 use crate::datapath::Role;
 use crate::hooks::{AttachMode, LinkAt, tc};
 use crate::learning::Learnt;
+use crate::libvirt::{self, view};
 use crate::maps::PinnedMaps;
 use crate::netlink::Netlink;
 use crate::plan::{self, ShimState, VmPlan, VmState};
 use crate::preflight;
+use crate::report;
 use crate::world::Observer;
 
 /// Collects findings; blocking ones make `check` fail.
@@ -105,6 +107,41 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
         .observe(&config)
         .await
         .context("reading the links")?;
+    let config = match &config.libvirt {
+        Some(settings) => {
+            f.section("libvirt");
+            let view = view::look(&config, settings, &report::host_addresses(&config, &world));
+            match (libvirt::loadable(), view.source) {
+                (Err(e), _) => f.fail(e.to_string()),
+                (Ok(()), view::Source::Libvirt) => f.ok(view.summary()),
+                (Ok(()), _) => f.warn(view.summary()),
+            }
+            for vm in &view.declaration.vms {
+                f.ok(format!(
+                    "{} declares VM {:?}: {}",
+                    vm.label(),
+                    vm.name,
+                    vm.addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(vm.learn.iter().map(|p| format!("learnt within {p}")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            for w in &view.warnings {
+                f.warn(w);
+            }
+            for d in &view.declaration.undeclared {
+                f.ok(format!(
+                    "libvirt domain {d:?} has a macvtap on {} but no mvbridge metadata: not steered",
+                    config.uplink
+                ));
+            }
+            view.merged(&config)
+        }
+        None => config,
+    };
     let pins = PinDir::new(&config.bpffs);
     let learnt = PinnedMaps::open(&pins)
         .map(|m| Learnt::recover(&config, &m))
@@ -255,9 +292,10 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
         let addresses = addresses(&config, vm);
         match &vm.state {
             VmState::Live(l) => f.plan(format!(
-                "steer VM {:?} on {}: {addresses}",
+                "steer VM {:?} on {}: {addresses}{}",
                 vm.name,
-                LinkAt::new(vm.netns.as_deref(), &l.name)
+                LinkAt::new(vm.netns.as_deref(), &l.name),
+                declared_by(&config, &vm.name)
             )),
             VmState::Absent if plan.create.contains(&vm.name) => {
                 let cfg = config.vms.iter().find(|v| v.name == vm.name);
@@ -268,8 +306,9 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
                 ))
             }
             VmState::Absent => f.plan(format!(
-                "wait for VM {:?}'s link (not there: VM not running?)",
-                vm.name
+                "wait for VM {:?}'s link (not there: VM not running?){}",
+                vm.name,
+                declared_by(&config, &vm.name)
             )),
             VmState::Unfit(why) => f.fail(why),
         }
@@ -282,6 +321,14 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
         config.shim.name
     ));
     finish(f)
+}
+
+/// " (from libvirt domain ...)" for a VM libvirt declared.
+fn declared_by(config: &Config, name: &str) -> String {
+    match config.vms.iter().find(|v| v.name == name) {
+        Some(vm) if vm.origin != VmOrigin::Config => format!(" (from {})", vm.label()),
+        _ => String::new(),
+    }
 }
 
 fn addresses(config: &Config, vm: &VmPlan) -> String {

@@ -16,6 +16,10 @@ pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/mvbridge";
 pub const DEFAULT_SHIM: &str = "mvb0";
 pub const DEFAULT_PIDFILE: &str = "/run/mvbridge.pid";
 pub const DEFAULT_RESYNC_SECONDS: u64 = 5;
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// Where the daemon keeps the VMs libvirt declared, for `status` and
+/// `check` (other processes) and for its own next start.
+pub const DEFAULT_LIBVIRT_STATE: &str = "/run/mvbridge/libvirt.json";
 
 /// A configuration that parsed and passed every static check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +43,17 @@ pub struct Config {
     /// How hooks are attached: TCX where the kernel has it ("auto"), or
     /// forced.
     pub attach: AttachSetting,
+    /// Learn VMs from libvirt's domains too (`[libvirt]`); `None`: off.
+    pub libvirt: Option<Libvirt>,
+}
+
+/// `[libvirt]`: VMs declared in their libvirt domains' metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Libvirt {
+    /// The connection, opened read-only.
+    pub uri: String,
+    /// Where the daemon writes the domains it knows (JSON).
+    pub state_file: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,9 +79,34 @@ pub struct Vm {
     /// The network namespace (`ip netns` name) the VM's link lives in, for
     /// kernel guests and containers on a macvlan; `None`: the host's.
     pub netns: Option<String>,
+    /// Where it was declared.
+    pub origin: VmOrigin,
+}
+
+/// Where a VM was declared: a `[[vm]]` section, or the metadata of a
+/// libvirt domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum VmOrigin {
+    #[default]
+    Config,
+    Libvirt {
+        domain: String,
+        uuid: String,
+    },
 }
 
 impl Vm {
+    /// How the VM is named in messages: where it was declared.
+    pub fn label(&self) -> String {
+        match &self.origin {
+            VmOrigin::Config => format!("[[vm]] {:?}", self.name),
+            VmOrigin::Libvirt { domain, .. } => format!(
+                "libvirt domain {domain:?} interface {}",
+                self.mac.map(|m| m.to_string()).unwrap_or_default()
+            ),
+        }
+    }
+
     /// How the VM is named in messages: its interface or its MAC.
     pub fn describe_link(&self) -> String {
         match (&self.interface, self.mac) {
@@ -212,6 +252,16 @@ struct RawConfig {
     shim: Option<RawShim>,
     #[serde(default)]
     vm: Vec<RawVm>,
+    libvirt: Option<RawLibvirt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLibvirt {
+    #[serde(default)]
+    enable: bool,
+    uri: Option<String>,
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +379,24 @@ impl RawConfig {
         if !pidfile.is_absolute() {
             return Err(format!("pidfile = {pidfile:?} must be an absolute path"));
         }
+        let libvirt = match self.libvirt {
+            Some(raw) if raw.enable => {
+                let uri = raw.uri.unwrap_or_else(|| DEFAULT_LIBVIRT_URI.to_owned());
+                if uri.trim().is_empty() {
+                    return Err("[libvirt] uri must not be empty".into());
+                }
+                let state_file = raw
+                    .state_file
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LIBVIRT_STATE));
+                if !state_file.is_absolute() {
+                    return Err(format!(
+                        "[libvirt] state_file = {state_file:?} must be an absolute path"
+                    ));
+                }
+                Some(Libvirt { uri, state_file })
+            }
+            _ => None,
+        };
         let config = Config {
             uplink: self.uplink,
             bpffs,
@@ -340,6 +408,7 @@ impl RawConfig {
             pidfile,
             ebpf_log: self.ebpf_log,
             attach: self.attach,
+            libvirt,
         };
         check_unique(&config)?;
         Ok(config)
@@ -403,11 +472,12 @@ impl RawVm {
             addresses,
             learn,
             netns: self.netns,
+            origin: VmOrigin::Config,
         })
     }
 }
 
-fn check_ifname(what: &str, name: &str) -> Result<(), String> {
+pub(crate) fn check_ifname(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() < libc::IFNAMSIZ
         && name != "."
@@ -425,7 +495,7 @@ fn check_ifname(what: &str, name: &str) -> Result<(), String> {
 /// A host or VM address: unicast, one family. Link-local addresses are
 /// allowed: a VM owns the one its MAC gives it anyway, and may be given
 /// others (a stable-privacy one, say) so nobody else can claim them.
-fn parse_address(what: &str, text: &str) -> Result<IpAddr, String> {
+pub(crate) fn parse_address(what: &str, text: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = text.parse().map_err(|_| {
         if text.contains('/') {
             format!("{what}: {text:?} has a prefix length; give the bare address")
@@ -603,6 +673,29 @@ addresses = ["203.0.113.162"]
     }
 
     #[test]
+    fn libvirt_is_off_unless_enabled_and_has_defaults() {
+        assert_eq!(Config::parse("uplink = \"eth0\"\n").unwrap().libvirt, None);
+        let off = Config::parse("uplink = \"eth0\"\n[libvirt]\nenable = false\n").unwrap();
+        assert_eq!(off.libvirt, None);
+        // The README's one line.
+        let on = Config::parse("uplink = \"eth0\"\nlibvirt.enable = true\n").unwrap();
+        assert_eq!(
+            on.libvirt,
+            Some(Libvirt {
+                uri: DEFAULT_LIBVIRT_URI.into(),
+                state_file: PathBuf::from(DEFAULT_LIBVIRT_STATE),
+            })
+        );
+        let custom = Config::parse(
+            "uplink = \"eth0\"\n[libvirt]\nenable = true\nuri = \"qemu+ssh://x/system\"\nstate_file = \"/tmp/lv.json\"\n",
+        )
+        .unwrap();
+        let lv = custom.libvirt.unwrap();
+        assert_eq!(lv.uri, "qemu+ssh://x/system");
+        assert_eq!(lv.state_file, PathBuf::from("/tmp/lv.json"));
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = Config::parse("uplink = \"eth0\"\n").unwrap();
         assert_eq!(c.bpffs, PathBuf::from(DEFAULT_BPFFS));
@@ -678,6 +771,18 @@ addresses = ["203.0.113.162"]
             (
                 "uplink = \"eth0\"\n[[vm]]\nname = \"a\"\nmac = \"52:54:00:00:00:01\"\nlearn = [\"203.0.113.0/33\"]\n",
                 "length must be 0..=32",
+            ),
+            (
+                "uplink = \"eth0\"\n[libvirt]\nenable = true\nsocket = \"x\"\n",
+                "unknown field `socket`",
+            ),
+            (
+                "uplink = \"eth0\"\n[libvirt]\nenable = true\nuri = \" \"\n",
+                "[libvirt] uri must not be empty",
+            ),
+            (
+                "uplink = \"eth0\"\n[libvirt]\nenable = true\nstate_file = \"rel.json\"\n",
+                "[libvirt] state_file = \"rel.json\" must be an absolute path",
             ),
             (
                 "uplink = \"eth0\"\nmetrics_listen = \"localhost\"\n",

@@ -1,5 +1,6 @@
 //! `mvbridge run` and `mvbridge down`: the daemon around the reconcile loop.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -11,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::apply::Pass;
 use crate::config::Config;
+use crate::libvirt::follow::Follower;
 use crate::netlink::Netlink;
 use crate::reconcile::Reconciler;
 use crate::{metrics, notify, preflight, teardown, watch};
@@ -35,6 +37,23 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut events = watch::subscribe().context("subscribing to rtnetlink notifications")?;
+
+    // libvirt's VMs join the config's; the config as the file has it
+    // stays apart, for reloads and for re-declaring them.
+    let mut base = config.clone();
+    let mut libvirt = config.libvirt.as_ref().map(Follower::start).transpose()?;
+    let config = match libvirt.as_mut() {
+        Some(f) => {
+            let decl = f.declare(&base, &host_addresses(&base, &nl).await);
+            let merged = decl.merged_into(&base);
+            f.settle(&decl);
+            merged
+        }
+        None => config,
+    };
+    // A change libvirt declared that could not be applied: tried again
+    // with every resync.
+    let mut libvirt_pending = false;
 
     let t0 = Instant::now();
     let mut rec = Reconciler::start(config.clone(), nl.clone()).await?;
@@ -89,8 +108,21 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
                 while events.try_recv().is_ok() {}
                 pass(&mut rec, Pass::Event, seen, &mut live).await;
             }
-            _ = tick.tick() => pass(&mut rec, Pass::Full, Instant::now(), &mut live).await,
-            _ = hup.recv() => reload(&mut rec, config_path, &shared, &mut live).await,
+            _ = tick.tick() => {
+                pass(&mut rec, Pass::Full, Instant::now(), &mut live).await;
+                if libvirt_pending && let Some(f) = libvirt.as_mut() {
+                    libvirt_pending = !redeclare(&mut rec, f, &base, &nl, &shared, &mut live, Instant::now()).await;
+                }
+            }
+            _ = hup.recv() => {
+                reload(&mut rec, config_path, &mut base, libvirt.as_mut(), &nl, &shared, &mut live).await;
+            }
+            update = async { libvirt.as_mut().expect("guarded").next().await }, if libvirt.is_some() => {
+                let seen = Instant::now();
+                let f = libvirt.as_mut().expect("guarded");
+                f.apply(update);
+                libvirt_pending = !redeclare(&mut rec, f, &base, &nl, &shared, &mut live, seen).await;
+            }
             guard = async { ring.as_mut().expect("guarded").readable_mut().await }, if ring.is_some() => {
                 let seen = Instant::now();
                 let mut guard = guard?;
@@ -180,13 +212,36 @@ async fn pass(rec: &mut Reconciler, kind: Pass, since: Instant, live: &mut Vec<(
 async fn reload(
     rec: &mut Reconciler,
     config_path: &Path,
+    base: &mut Config,
+    libvirt: Option<&mut Follower>,
+    nl: &Netlink,
     shared: &Arc<RwLock<Config>>,
     live: &mut Vec<(String, u32)>,
 ) {
     notify::reloading();
-    let applied = match Config::load(config_path) {
-        Ok(new) => rec.reload(new).await,
-        Err(e) => Err(e.into()),
+    let loaded = Config::load(config_path).map_err(crate::error::Error::from);
+    let applied = match loaded {
+        Ok(new) if new.libvirt != base.libvirt => Err(crate::error::Error::Unfit(
+            "[libvirt] changed: that takes a restart, not a reload".into(),
+        )),
+        Ok(new) => {
+            let (merged, decl) = match libvirt {
+                Some(f) => {
+                    let decl = f.declare(&new, &host_addresses(&new, nl).await);
+                    (decl.merged_into(&new), Some((f, decl)))
+                }
+                None => (new.clone(), None),
+            };
+            let out = rec.reload(merged).await;
+            if out.is_ok() {
+                *base = new;
+                if let Some((f, decl)) = decl {
+                    f.settle(&decl);
+                }
+            }
+            out
+        }
+        Err(e) => Err(e),
     };
     match applied {
         Ok(_) => {
@@ -194,13 +249,7 @@ async fn reload(
                 *c = rec.config().clone();
             }
             tracing::info!(config = %config_path.display(), "config reloaded");
-            *live = {
-                let now = rec.live_vms();
-                for (vm, ifindex) in now.iter().filter(|v| !live.contains(v)) {
-                    tracing::info!(vm = %vm, tap = %format!("/dev/tap{ifindex}"), "vm ready");
-                }
-                now
-            };
+            went_live(rec, live, None);
         }
         Err(e) => tracing::error!(
             "reload rejected, the running config stays: {}",
@@ -208,6 +257,80 @@ async fn reload(
         ),
     }
     notify::send("READY=1");
+}
+
+/// Applies what libvirt declares now, if it changed anything; true when
+/// done (false: tried again at the next resync).
+async fn redeclare(
+    rec: &mut Reconciler,
+    libvirt: &mut Follower,
+    base: &Config,
+    nl: &Netlink,
+    shared: &Arc<RwLock<Config>>,
+    live: &mut Vec<(String, u32)>,
+    since: Instant,
+) -> bool {
+    let decl = libvirt.declare(base, &host_addresses(base, nl).await);
+    let merged = decl.merged_into(base);
+    if merged == *rec.config() {
+        libvirt.settle(&decl);
+        return true;
+    }
+    match rec.reload(merged).await {
+        Ok(out) => {
+            libvirt.settle(&decl);
+            if let Ok(mut c) = shared.write() {
+                *c = rec.config().clone();
+            }
+            let took = since.elapsed().as_micros() as u64;
+            tracing::info!(
+                vms = decl.vms.len(),
+                entries = out.changed_entries,
+                reaction_us = took,
+                "libvirt's VMs applied"
+            );
+            went_live(rec, live, Some(took));
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                "libvirt's VMs not applied, the running ones stay (trying again at the next resync): {}",
+                crate::errno::chain(&e)
+            );
+            false
+        }
+    }
+}
+
+/// Logs the VMs that went live or away since `live`, and updates it.
+fn went_live(rec: &Reconciler, live: &mut Vec<(String, u32)>, took: Option<u64>) {
+    let now = rec.live_vms();
+    for (vm, ifindex) in now.iter().filter(|v| !live.contains(v)) {
+        let tap = format!("/dev/tap{ifindex}");
+        match took {
+            Some(us) => tracing::info!(vm = %vm, tap = %tap, reaction_us = us, "vm ready"),
+            None => tracing::info!(vm = %vm, tap = %tap, "vm ready"),
+        }
+    }
+    for (vm, _) in live.iter().filter(|v| !now.contains(v)) {
+        match took {
+            Some(us) => tracing::info!(vm = %vm, reaction_us = us, "vm gone"),
+            None => tracing::info!(vm = %vm, "vm gone"),
+        }
+    }
+    *live = now;
+}
+
+/// The host's addresses, as the plan will take them: configured, or the
+/// uplink's own (none while there is no uplink).
+async fn host_addresses(config: &Config, nl: &Netlink) -> Vec<IpAddr> {
+    if let Some(list) = &config.host_addresses {
+        return list.clone();
+    }
+    match nl.link_by_name(&config.uplink).await {
+        Ok(Some(uplink)) => nl.addresses(uplink.index).await.unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 pub async fn down(config_path: &Path) -> Result<ExitCode> {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod hooks;
 pub mod layout;
 pub mod learning;
+pub mod libvirt;
 pub mod maps;
 pub mod metrics;
 pub mod netlink;

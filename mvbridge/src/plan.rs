@@ -242,8 +242,8 @@ pub fn plan(config: &Config, world: &World, learnt: &Learnt) -> Result<Plan> {
         }
         if let Some(a) = vm.addresses.iter().find(|a| host.contains(a)) {
             problems.push(format!(
-                "[[vm]] {:?}: {a} is one of the host's addresses",
-                vm.name
+                "{}: {a} is one of the host's addresses",
+                vm.label()
             ));
         }
         vms.push(VmPlan {
@@ -352,7 +352,7 @@ fn fits(vm: &Vm, kind: Option<&str>) -> bool {
 /// Finds VM `vm`'s link and says whether it fits. `earlier`: the VMs
 /// planned so far (two VMs must not share a link).
 fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState {
-    let what = || format!("[[vm]] {:?}: {}", vm.name, vm.describe_link());
+    let what = || format!("{}: {}", vm.label(), vm.describe_link());
     let links = match &vm.netns {
         None => &world.links,
         Some(ns) => match world.namespaces.get(ns) {

@@ -10,11 +10,12 @@ use mvbridge_common::maps::{Counter, ENDPOINT_VM, Endpoint, VmCounters};
 use serde::Serialize;
 
 use crate::bpffs::PinDir;
-use crate::config::{Config, MacAddr};
+use crate::config::{Config, MacAddr, Vm, VmOrigin};
 use crate::datapath::Role;
 use crate::error::Result;
 use crate::hooks::{AttachMode, Found, HookKey, Hooks, LinkAt, tc, tcx};
 use crate::learning::Learnt;
+use crate::libvirt::view::{self, View};
 use crate::maps::PinnedMaps;
 use crate::netlink::Link;
 use crate::plan::{self, VmPlan, VmState};
@@ -30,8 +31,11 @@ pub struct Report {
     pub vms: Vec<VmRow>,
     pub paths: Vec<PathRow>,
     pub drops: Vec<DropRow>,
-    /// What the plan finds wrong (as the daemon logs it).
+    /// What the plan finds wrong (as the daemon logs it), and the
+    /// libvirt domains whose VMs were left out.
     pub problems: Vec<String>,
+    /// With `[libvirt]`: where its VMs were read, and whether it answers.
+    pub libvirt: Option<View>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +91,8 @@ impl VmStatus {
 #[derive(Serialize)]
 pub struct VmRow {
     pub name: String,
+    /// Where it was declared.
+    pub origin: OriginRow,
     #[serde(flatten)]
     pub status: VmStatus,
     pub interface: Option<String>,
@@ -95,6 +101,42 @@ pub struct VmRow {
     pub tap: Option<String>,
     pub addresses: Vec<AddressRow>,
     pub counters: VmTraffic,
+}
+
+#[derive(Serialize)]
+pub struct OriginRow {
+    /// "config" (a `[[vm]]` section) or "libvirt".
+    pub source: &'static str,
+    /// The libvirt domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+impl OriginRow {
+    fn of(vm: Option<&Vm>) -> OriginRow {
+        match vm.map(|v| &v.origin) {
+            Some(VmOrigin::Libvirt { domain, uuid }) => OriginRow {
+                source: "libvirt",
+                domain: Some(domain.clone()),
+                uuid: Some(uuid.clone()),
+            },
+            _ => OriginRow {
+                source: "config",
+                domain: None,
+                uuid: None,
+            },
+        }
+    }
+
+    /// For people: `config` or `libvirt:DOMAIN`.
+    pub fn short(&self) -> String {
+        match &self.domain {
+            Some(d) => format!("libvirt:{d}"),
+            None => self.source.to_owned(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -154,6 +196,31 @@ fn vm_traffic(c: VmCounters) -> VmTraffic {
     }
 }
 
+/// The host's addresses as a plan takes them: configured, or the
+/// uplink's own.
+pub fn host_addresses(config: &Config, world: &World) -> Vec<IpAddr> {
+    config
+        .host_addresses
+        .clone()
+        .unwrap_or_else(|| world.uplink_addresses.clone())
+}
+
+/// `status`'s report: with `[libvirt]`, the VMs libvirt declares join the
+/// config's, read from libvirt itself or, when it does not answer, from
+/// the daemon's record. (The daemon's metrics use [`collect`] with the
+/// VMs it already merged.)
+pub async fn collect_all(config: &Config, observer: &mut Observer) -> Result<Report> {
+    let Some(settings) = &config.libvirt else {
+        return collect(config, observer).await;
+    };
+    let world = observer.observe(config).await?;
+    let view = view::look(config, settings, &host_addresses(config, &world));
+    let mut report = collect(&view.merged(config), observer).await?;
+    report.problems.extend(view.warnings.iter().cloned());
+    report.libvirt = Some(view);
+    Ok(report)
+}
+
 pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report> {
     let pins = PinDir::new(&config.bpffs);
     let maps = PinnedMaps::open(&pins).ok();
@@ -202,6 +269,7 @@ pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report>
             .iter()
             .map(|vm| VmRow {
                 name: vm.name.clone(),
+                origin: OriginRow::of(Some(vm)),
                 status: VmStatus::Absent,
                 interface: vm.interface.clone(),
                 ifindex: None,
@@ -229,6 +297,7 @@ pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report>
         paths,
         drops,
         problems,
+        libvirt: None,
     })
 }
 
@@ -270,6 +339,7 @@ fn vm_row(
     let configured = config.vms.iter().find(|v| v.name == vm.name);
     VmRow {
         name: vm.name.clone(),
+        origin: OriginRow::of(configured),
         status,
         interface: link
             .map(|l| l.name.clone())

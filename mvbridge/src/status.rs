@@ -16,7 +16,7 @@ pub async fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     preflight::privileges("status")?;
     let mut observer = Observer::new(Netlink::connect()?);
-    let report = report::collect(&config, &mut observer)
+    let report = report::collect_all(&config, &mut observer)
         .await
         .context("reading the datapath's state")?;
     if json {
@@ -55,10 +55,13 @@ fn print_human(r: &Report) {
     }
     let hosts: Vec<String> = r.host_addresses.iter().map(|a| a.to_string()).collect();
     println!("\nhost addresses on {}: {}", r.uplink, hosts.join(", "));
+    if let Some(lv) = &r.libvirt {
+        println!("\n{}", lv.summary());
+    }
     println!("\nvms:");
     println!(
-        "  {:<12} {:<8} {:<16} {:<18} {:<12} addresses",
-        "name", "state", "interface", "mac", "tap"
+        "  {:<12} {:<14} {:<8} {:<16} {:<18} {:<12} addresses",
+        "name", "from", "state", "interface", "mac", "tap"
     );
     for v in &r.vms {
         let addrs: Vec<String> = v
@@ -71,8 +74,9 @@ fn print_human(r: &Report) {
             .collect();
         let state = v.status.name();
         println!(
-            "  {:<12} {:<8} {:<16} {:<18} {:<12} {}",
+            "  {:<12} {:<14} {:<8} {:<16} {:<18} {:<12} {}",
             v.name,
+            v.origin.short(),
             state,
             v.interface.as_deref().unwrap_or("-"),
             v.mac.as_deref().unwrap_or("-"),

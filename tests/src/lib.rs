@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod foreign;
 pub mod guest;
 pub mod lab;
+pub mod libvirt;
 pub mod matrix;
 pub mod netns;
 pub mod sandbox;

@@ -26,6 +26,19 @@ pub const LAB: &[Tool] = &[
     ("promtool", "prometheus"),
 ];
 
+/// What the libvirt tests run (tests/tests/libvirt.rs): libvirtd with
+/// its qemu driver, virsh, and qemu for the guests; `unshare` gives
+/// libvirtd directories of the lab's own. The guests' kernel and busybox
+/// are downloaded by the tests (`apt-get download`), not installed.
+pub const LIBVIRT: &[Tool] = &[
+    ("libvirtd", "libvirt-daemon"),
+    // A library, not a program: comes with libvirtd when that is missing.
+    ("libvirtd", "libvirt-daemon-driver-qemu"),
+    ("virsh", "libvirt-clients"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("unshare", "util-linux"),
+];
+
 /// Installs the packages of the tools in `tools` that are not on PATH,
 /// saying what and why.
 pub fn ensure(tools: &[Tool], why: &str) -> Result<()> {
