@@ -276,7 +276,7 @@ async fn redeclare(
         libvirt.settle(&decl);
         return true;
     }
-    match rec.reload(merged).await {
+    match rec.redeclare(merged).await {
         Ok(out) => {
             libvirt.settle(&decl);
             if let Ok(mut c) = shared.write() {

@@ -205,8 +205,20 @@ impl Reconciler {
                 )));
             }
         }
+        self.replace_config(new, Pass::Strict).await
+    }
+
+    /// Applies the VMs libvirt declares now. Unlike a reload, problems
+    /// are reported (that VM stays out) rather than refusing the change: a
+    /// domain's start must not wait on an unrelated unfit VM.
+    pub async fn redeclare(&mut self, new: Config) -> Result<Outcome> {
+        self.replace_config(new, Pass::Full).await
+    }
+
+    /// Runs `new` with a `pass`; on failure, back to the running config.
+    async fn replace_config(&mut self, new: Config, pass: Pass) -> Result<Outcome> {
         let previous = std::mem::replace(&mut self.config, new);
-        match self.pass(Pass::Strict).await {
+        match self.pass(pass).await {
             Ok(out) => Ok(out),
             Err(e) => {
                 self.config = previous;

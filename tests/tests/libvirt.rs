@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mvbridge_tests::daemon::{self, Daemon};
-use mvbridge_tests::lab::{HOST, HOST6, Lab, NAT_GW, NAT_VM, WIRE};
+use mvbridge_tests::lab::{HOST, HOST6, Lab, NAT_GW, NAT_VM, UPLINK, WIRE};
 use mvbridge_tests::libvirt::{GuestSpec, Libvirtd, NicSpec, metadata};
 use mvbridge_tests::traffic::{ping, ping_retry};
 use mvbridge_tests::wire::{Frame, WireTap, mac_str, parse_mac};
@@ -660,7 +660,7 @@ fn bad_declarations_leave_only_their_vm_out() {
     let config = write_config(
         &lab,
         &lv,
-        "\n[[vm]]\nname = \"cfg\"\nmac = \"52:54:00:aa:00:15\"\naddresses = [\"203.0.113.186\"]\n",
+        "\n[[vm]]\nname = \"cfg\"\nmac = \"52:54:00:aa:00:15\"\naddresses = [\"203.0.113.186\"]\n\n[[vm]]\nname = \"odd\"\ninterface = \"odd0\"\naddresses = [\"203.0.113.187\"]\n",
     );
     let cfg = config.display().to_string();
     let d = Daemon::start(&lab.host, &config).unwrap();
@@ -689,6 +689,15 @@ fn bad_declarations_leave_only_their_vm_out() {
     }
     quietly(&lab, &lv, &[GOOD], || {});
 
+    // A [[vm]] of the file turns unfit (its link is a macvlan, not a
+    // macvtap): what libvirt declares from now on must still apply.
+    lab.host
+        .ipw(&format!(
+            "link add link {UPLINK} name odd0 address 52:54:00:aa:00:17 type macvlan mode bridge"
+        ))
+        .unwrap();
+    d.wait_for_log(&["odd0", "not a macvtap"], SOON).unwrap();
+
     // Metadata edited into nonsense on the running VM: that VM goes, the
     // rest stays.
     lv.set_metadata(
@@ -703,7 +712,11 @@ fn bad_declarations_leave_only_their_vm_out() {
     .unwrap();
     let (status, _) = wait_status(&lab, &config, "good left out", |s| row(s, "good").is_none());
     assert!(row(&status, "cfg").is_some(), "{status:#}");
-    assert!(!ping(&lab.host, GOOD.v4));
+    assert!(
+        !ping(&lab.host, GOOD.v4),
+        "good left out but reached:\n{status:#}\n{}",
+        d.log()
+    );
     lv.set_metadata("good", &good_meta).unwrap();
     wait_status(&lab, &config, "good back", is_live("good"));
     quietly(&lab, &lv, &[GOOD], || {});
