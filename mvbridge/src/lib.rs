@@ -30,6 +30,7 @@ pub mod netns;
 pub mod notify;
 pub mod plan;
 pub mod preflight;
+pub mod problem_log;
 pub mod rawmap;
 pub mod reconcile;
 pub mod report;

@@ -2,7 +2,6 @@
 //! observes the world, plans, and applies the difference; passes are
 //! idempotent, and one that finds nothing to do changes nothing.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mvbridge_common::abi;
@@ -19,6 +18,7 @@ use crate::learning::{self, Learnt, RefusalLog};
 use crate::maps::PinnedMaps;
 use crate::netlink::Netlink;
 use crate::plan::{self, Plan};
+use crate::problem_log::ProblemLog;
 use crate::teardown;
 use crate::world::Observer;
 
@@ -34,7 +34,7 @@ pub struct Reconciler {
     /// The last plan applied: what learning is vetted against.
     last: Option<Plan>,
     /// Problems already logged, so a pass repeats none of them.
-    reported: HashSet<String>,
+    reported: ProblemLog,
     /// Which learning refusals to log.
     refusals: RefusalLog,
 }
@@ -123,7 +123,7 @@ impl Reconciler {
             applier,
             learnt,
             last: None,
-            reported: HashSet::new(),
+            reported: ProblemLog::default(),
             refusals: RefusalLog::new(std::time::Instant::now()),
         };
         r.pass(Pass::Strict).await?;
@@ -177,7 +177,7 @@ impl Reconciler {
                 // What a VM learnt goes with its link.
                 self.learnt
                     .retain(|name| plan.vm(name).is_some_and(|v| v.link().is_some()));
-                self.report(&problems);
+                self.reported.update(&problems);
                 self.last = Some(plan);
                 return Ok(total);
             }
@@ -231,18 +231,6 @@ impl Reconciler {
                 Err(e)
             }
         }
-    }
-
-    /// Logs problems once, and says when one went away.
-    fn report(&mut self, problems: &[String]) {
-        let now: HashSet<String> = problems.iter().cloned().collect();
-        for p in now.difference(&self.reported) {
-            tracing::warn!("{p}");
-        }
-        for p in self.reported.difference(&now) {
-            tracing::info!("resolved: {p}");
-        }
-        self.reported = now;
     }
 
     /// Vets an address a VM used that no table knew. Returns true when it

@@ -4,13 +4,14 @@
 //! reads it when libvirt does not answer, and the next daemon starts
 //! from it, so neither a restart nor a libvirtd that is down drops a VM.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::{Config, Libvirt};
 use crate::error::Result;
+use crate::problem_log::ProblemLog;
 
 use super::declare::{self, Declaration};
 use super::state::{self, State};
@@ -27,7 +28,7 @@ pub struct Follower {
     error: Option<String>,
     steered: BTreeSet<String>,
     /// Warnings already logged, so each is logged once.
-    reported: HashSet<String>,
+    reported: ProblemLog,
 }
 
 impl Follower {
@@ -47,7 +48,7 @@ impl Follower {
             since: state::now(),
             error: Some("not connected yet".into()),
             steered: BTreeSet::new(),
-            reported: HashSet::new(),
+            reported: ProblemLog::default(),
         };
         if let Some(r) = record.filter(|r| r.uri == settings.uri) {
             tracing::info!(
@@ -128,14 +129,7 @@ impl Follower {
         let (domains, mut problems) = parse_all(&snapshots);
         let mut decl = declare::declare(config, host, &domains, &self.steered);
         problems.extend(decl.warnings.iter().cloned());
-        let now: HashSet<String> = problems.iter().cloned().collect();
-        for p in now.difference(&self.reported) {
-            tracing::warn!("{p}");
-        }
-        for p in self.reported.difference(&now) {
-            tracing::info!("resolved: {p}");
-        }
-        self.reported = now;
+        self.reported.update(&problems);
         decl.warnings = problems;
         decl
     }
