@@ -72,7 +72,9 @@ impl Contents {
                 Some(IpAddr::V4(a)) => a.octets(),
                 _ => [0; 4],
             };
-            let v6 = |ll: bool| match first(&|a| matches!(a, IpAddr::V6(v) if link_local::is_link_local(&v.octets()) == ll)) {
+            let v6 = |ll: bool| match first(
+                &|a| matches!(a, IpAddr::V6(v) if link_local::is_link_local(&v.octets()) == ll),
+            ) {
                 Some(IpAddr::V6(a)) => a.octets(),
                 _ => [0; 16],
             };

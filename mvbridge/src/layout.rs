@@ -265,15 +265,25 @@ fn links_from_hash(old: &MapData, array: &MapData, high: &MapData) -> Result<usi
             let ifindex = u32::from_ne_bytes([next[0], next[1], next[2], next[3]]);
             let link = VmLink {
                 slot: u32::from_ne_bytes([value[0], value[1], value[2], value[3]]),
-                flags: u32::from_ne_bytes([value[4], value[5], value[6], value[7]]) | VMLINK_PRESENT,
-                mac: [value[8], value[9], value[10], value[11], value[12], value[13]],
+                flags: u32::from_ne_bytes([value[4], value[5], value[6], value[7]])
+                    | VMLINK_PRESENT,
+                mac: [
+                    value[8], value[9], value[10], value[11], value[12], value[13],
+                ],
                 ..VmLink::default()
             };
             // SAFETY: VmLink is plain old data; read as its bytes.
             let bytes: &[u8] = unsafe {
-                std::slice::from_raw_parts((&link as *const VmLink).cast(), std::mem::size_of::<VmLink>())
+                std::slice::from_raw_parts(
+                    (&link as *const VmLink).cast(),
+                    std::mem::size_of::<VmLink>(),
+                )
             };
-            let to = if ifindex < abi::LINKS_ARRAY { array } else { high };
+            let to = if ifindex < abi::LINKS_ARRAY {
+                array
+            } else {
+                high
+            };
             raw::update(to.fd().as_fd(), &next, bytes)?;
             copied += 1;
         }

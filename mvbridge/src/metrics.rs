@@ -90,13 +90,23 @@ async fn answer(
     }
     let config = match config.read() {
         Ok(c) => c.clone(),
-        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "config lock poisoned\n".into()),
+        Err(_) => {
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "config lock poisoned\n".into(),
+            );
+        }
     };
     let mut observer = Observer::new(nl);
     match report::collect(&config, &mut observer).await {
         Ok(r) => match render(&r) {
             Ok(body) => reply(StatusCode::OK, CONTENT_TYPE, body),
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            ),
         },
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -141,7 +151,9 @@ pub fn render(r: &Report) -> prometheus::Result<String> {
         &["path", "proto"],
     )?;
     for p in &r.paths {
-        packets.with_label_values(&[p.path, p.proto]).inc_by(p.packets);
+        packets
+            .with_label_values(&[p.path, p.proto])
+            .inc_by(p.packets);
         bytes.with_label_values(&[p.path, p.proto]).inc_by(p.bytes);
     }
 
@@ -176,8 +188,11 @@ pub fn render(r: &Report) -> prometheus::Result<String> {
     )?;
     for v in &r.vms {
         let vm = v.name.as_str();
-        live.with_label_values(&[vm]).set(i64::from(v.status.is_live()));
-        vm_dropped.with_label_values(&[vm]).inc_by(v.counters.dropped);
+        live.with_label_values(&[vm])
+            .set(i64::from(v.status.is_live()));
+        vm_dropped
+            .with_label_values(&[vm])
+            .inc_by(v.counters.dropped);
         let c = &v.counters;
         for (direction, t) in [
             ("to_host", &c.to_host),
@@ -185,7 +200,9 @@ pub fn render(r: &Report) -> prometheus::Result<String> {
             ("to_vms", &c.to_vms),
             ("from_vms", &c.from_vms),
         ] {
-            vm_packets.with_label_values(&[vm, direction]).inc_by(t.packets);
+            vm_packets
+                .with_label_values(&[vm, direction])
+                .inc_by(t.packets);
             vm_bytes.with_label_values(&[vm, direction]).inc_by(t.bytes);
         }
     }

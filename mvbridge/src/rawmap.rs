@@ -44,14 +44,7 @@ fn call<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
     // writable (batch commands write back how many they did); the pointers
     // in it point at buffers the caller sized for the map's keys and
     // values and that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut A,
-            std::mem::size_of::<A>(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>()) };
     if rc < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -81,7 +74,10 @@ pub fn next_key(fd: BorrowedFd<'_>, key: Option<&[u8]>, key_size: u32) -> Result
 
 /// False when there is no such entry.
 pub fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<bool> {
-    match call(BPF_MAP_LOOKUP_ELEM, &mut attr(fd, Some(key), value.as_mut_ptr())) {
+    match call(
+        BPF_MAP_LOOKUP_ELEM,
+        &mut attr(fd, Some(key), value.as_mut_ptr()),
+    ) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(Error::io("reading a pinned map", e)),
@@ -108,7 +104,11 @@ pub fn read_array(fd: BorrowedFd<'_>, len: u32, value_size: u32) -> Result<Vec<u
     let mut first = true;
     while done < len as usize {
         let mut batch = BatchAttr {
-            in_batch: if first { 0 } else { &cursor as *const u32 as u64 },
+            in_batch: if first {
+                0
+            } else {
+                &cursor as *const u32 as u64
+            },
             out_batch: &mut cursor as *mut u32 as u64,
             keys: keys[done..].as_mut_ptr() as u64,
             values: values[done * size..].as_mut_ptr() as u64,
