@@ -93,8 +93,7 @@ pub const MACS: MapSpec = MapSpec::of::<Mac, Endpoint>("MVB_MACS", MapKind::Hash
 /// The VMs by their link's ifindex, for ifindexes below [`LINKS_ARRAY`]:
 /// an array, which the verifier turns into plain arithmetic (no helper
 /// call) on every frame a VM sends.
-pub const LINKS: MapSpec =
-    MapSpec::of::<u32, VmLink>("MVB_LINKS", MapKind::Array, LINKS_ARRAY);
+pub const LINKS: MapSpec = MapSpec::of::<u32, VmLink>("MVB_LINKS", MapKind::Array, LINKS_ARRAY);
 /// The VMs whose link's ifindex is past the array (a host that has
 /// started VMs for months: libvirt makes a new macvtap, with a new
 /// ifindex, every time).
@@ -127,8 +126,7 @@ pub const NDRATE: MapSpec = MapSpec::of::<u32, Bucket>("MVB_NDRATE", MapKind::Pe
 
 /// Every map the programs declare.
 pub const PROGRAM_MAPS: [MapSpec; 12] = [
-    SETTINGS, LOCAL4, LOCAL6, MACS, LINKS, LINKS_HIGH, PATHS, DROPS, VMSTATS, LEARN, LEARNT,
-    NDRATE,
+    SETTINGS, LOCAL4, LOCAL6, MACS, LINKS, LINKS_HIGH, PATHS, DROPS, VMSTATS, LEARN, LEARNT, NDRATE,
 ];
 
 /// VM name hash -> counter slot. Created and pinned by the loader (the

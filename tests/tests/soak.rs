@@ -212,7 +212,11 @@ fn flows_survive_vm_churn_and_nothing_leaks() {
     while tables.entry_counts().unwrap() != baseline && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(tables.entry_counts().unwrap(), baseline, "tables grew: a leak");
+    assert_eq!(
+        tables.entry_counts().unwrap(),
+        baseline,
+        "tables grew: a leak"
+    );
     // Counters add up: what left a VM arrived somewhere, per path.
     let (_, status) = daemon::status(&lab.host, &path).unwrap();
     let sum = |dir: &str| -> u64 {
