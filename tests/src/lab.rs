@@ -498,7 +498,7 @@ pub fn kernel_has_tcx() -> bool {
 /// A guest's stock network config, as its installer wrote it: eth0 up with
 /// its addresses, the default route via the gateway (on-link for a /32),
 /// IPv6 via fe80::1.
-fn stock_config(ns: &Netns, spec: &VmSpec) -> Result<()> {
+pub fn stock_config(ns: &Netns, spec: &VmSpec) -> Result<()> {
     ns.ipw("link set eth0 up")?;
     ns.ipw(&format!("addr add {}/{} dev eth0", spec.addr, spec.prefix))?;
     ns.ipw(&format!(

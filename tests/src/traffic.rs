@@ -300,3 +300,239 @@ pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
     }
     Ok(body.to_owned())
 }
+
+/// An IPv4 echo flood that lasts exactly as long as the change under
+/// test: started before it, finished after it. Unlike [`Flood`] (`ping
+/// -c`, which must be sized to outlast the change, a guess on a slow
+/// machine), it has no count; and unlike stopping ping with SIGINT, the
+/// requests still in flight when it stops are waited for (up to a second,
+/// as `ping -W 1`), not counted lost.
+pub struct EchoFlood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<std::io::Result<FloodResult>>,
+}
+
+impl EchoFlood {
+    /// Echo requests from `ns` to `to` every `interval`.
+    pub fn start(ns: &Netns, to: Ipv4Addr, interval: Duration) -> Result<EchoFlood> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let path = format!("/run/netns/{}", ns.name);
+        let file =
+            std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("opening {path}: {e}"))?;
+        let thread = {
+            let (stop, received) = (stop.clone(), received.clone());
+            std::thread::spawn(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns(2) on a valid namespace fd; this thread only.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                echo_flood(to, interval, &stop, &received)
+            })
+        };
+        Ok(EchoFlood {
+            stop,
+            received,
+            thread,
+        })
+    }
+
+    /// Replies received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `more` replies beyond `from` came back (the flood is
+    /// flowing), for at most `timeout`.
+    pub fn wait_for_replies(&self, from: u64, more: u64, timeout: Duration) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        while self.received() < from + more {
+            if t0.elapsed() > timeout || self.thread.is_finished() {
+                anyhow::bail!(
+                    "only {} echo replies within {timeout:?} (waiting for {more})",
+                    self.received() - from.min(self.received())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Stops sending, waits for what is in flight, and counts.
+    pub fn finish(self) -> Result<FloodResult> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the echo flood's thread panicked"))??;
+        Ok(result)
+    }
+}
+
+/// The flood's loop: one raw ICMP socket connected to `to` (so it sees
+/// only `to`'s packets), requests with this process's identifier and a
+/// sequence number, replies matched back to their request.
+fn echo_flood(
+    to: Ipv4Addr,
+    interval: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    received: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<FloodResult> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    // SAFETY: socket(2) with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns; closed when dropped.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = socket.as_raw_fd();
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(to.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let size = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: a valid address of the size given.
+    if unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_in).cast(), size) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let id = (std::process::id() as u16) ^ 0x6d76;
+    let mut answered: Vec<bool> = Vec::new();
+    let mut next = Instant::now();
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if stopped_at.is_none() && stop.load(Ordering::Relaxed) {
+            stopped_at = Some(now);
+        }
+        match stopped_at {
+            Some(at) if answered.iter().all(|a| *a) || at.elapsed() > Duration::from_secs(1) => {
+                break;
+            }
+            Some(_) => {}
+            None if now >= next => {
+                let seq = answered.len() as u16;
+                let request = echo_request(id, seq);
+                // A send the kernel refuses (no route, no neighbour) is a
+                // request sent and never answered: a loss, as for ping.
+                // SAFETY: a valid buffer on a connected socket.
+                unsafe { libc::send(fd, request.as_ptr().cast(), request.len(), 0) };
+                answered.push(false);
+                next += interval;
+            }
+            None => {}
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = if stopped_at.is_some() {
+            10
+        } else {
+            wait.as_millis().min(10) as i32
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 1500];
+        loop {
+            // SAFETY: a valid buffer; non-blocking receive.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break;
+            }
+            let Some(seq) = echo_reply_seq(&buf[..n as usize], id) else {
+                continue;
+            };
+            // The newest request with this sequence number (it wraps).
+            let last = answered.len() as u64 - 1;
+            let back = u64::from((last as u16).wrapping_sub(seq));
+            if back <= last && !answered[(last - back) as usize] {
+                answered[(last - back) as usize] = true;
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    drop(socket);
+    Ok(FloodResult {
+        sent: answered.len() as u64,
+        received: answered.iter().filter(|a| **a).count() as u64,
+    })
+}
+
+/// An ICMP echo request: identifier, sequence number, 16 bytes of data.
+fn echo_request(id: u16, seq: u16) -> Vec<u8> {
+    let mut m = vec![8, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(b"mvbridge-package");
+    let sum = inet_checksum(&m);
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+    m
+}
+
+/// The sequence number of an echo reply to identifier `id`, from what a
+/// raw socket reads (the IPv4 header first).
+fn echo_reply_seq(packet: &[u8], id: u16) -> Option<u16> {
+    let header = usize::from(packet.first()? & 0x0f) * 4;
+    let icmp = packet.get(header..header + 8)?;
+    (icmp[0] == 0 && icmp[1] == 0 && icmp[4..6] == id.to_be_bytes())
+        .then(|| u16::from_be_bytes([icmp[6], icmp[7]]))
+}
+
+/// The Internet checksum (RFC 1071).
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_requests_carry_a_valid_checksum_and_replies_are_matched() {
+        let request = echo_request(0x1234, 7);
+        assert_eq!(
+            inet_checksum(&request),
+            0,
+            "a packet with its checksum sums to 0"
+        );
+        // The reply as a raw socket reads it: a 20-byte IPv4 header, then
+        // the request turned around (type 0).
+        let mut reply = vec![0x45; 1];
+        reply.resize(20, 0);
+        let mut icmp = request.clone();
+        icmp[0] = 0;
+        reply.extend_from_slice(&icmp);
+        assert_eq!(echo_reply_seq(&reply, 0x1234), Some(7));
+        assert_eq!(echo_reply_seq(&reply, 0x4321), None, "somebody else's");
+        reply[20] = 8;
+        assert_eq!(
+            echo_reply_seq(&reply, 0x1234),
+            None,
+            "a request, not a reply"
+        );
+        assert_eq!(echo_reply_seq(&reply[..24], 0x1234), None, "cut short");
+    }
+}

@@ -16,14 +16,17 @@ use anyhow::{Context, Result, bail};
 use crate::system::{self, Tool};
 use crate::{on_path, run, toolchain, workspace};
 
-/// What building and checking the package runs: dpkg-deb and
-/// dpkg-shlibdeps (cargo-deb's `$auto` dependencies), strip, lintian.
-const PACKAGING: &[Tool] = &[
+/// What building the package runs: dpkg-deb and dpkg-shlibdeps
+/// (cargo-deb's `$auto` dependencies), strip, gzip (changelogs).
+pub const PACKAGING: &[Tool] = &[
     ("dpkg-deb", "dpkg"),
     ("dpkg-shlibdeps", "dpkg-dev"),
     ("strip", "binutils"),
-    ("lintian", "lintian"),
+    ("gzip", "gzip"),
 ];
+
+/// What checking it runs.
+const CHECKING: &[Tool] = &[("lintian", "lintian")];
 
 /// Where the generated man page and completions go (mvbridge/Cargo.toml
 /// names these paths).
@@ -41,9 +44,29 @@ const COMPLETIONS: &[(&str, &str)] = &[
 ];
 
 pub fn deb() -> Result<()> {
+    system::ensure(CHECKING, "checking the Debian package")?;
+    let deb = build()?;
+    run(Command::new("dpkg-deb").arg("--info").arg(&deb))?;
+    run(Command::new("dpkg-deb").arg("--contents").arg(&deb))?;
+    // Errors and warnings fail the build; what is overridden
+    // (dist/deb/lintian-overrides) says why. Informational tags are shown.
+    run(Command::new("lintian")
+        .args(["--info", "--display-info", "--fail-on", "error,warning"])
+        .arg(&deb))?;
+    eprintln!("xtask: {} is lintian clean", deb.display());
+    println!("{}", deb.display());
+    Ok(())
+}
+
+/// Builds the release binary and the package from it, unchecked; returns
+/// the package's path (in target/debian/).
+pub fn build() -> Result<PathBuf> {
     system::ensure(PACKAGING, "the Debian package")?;
     let cargo_deb = ensure_cargo_deb()?;
-    crate::build(true)?;
+    // Only what the package holds: the daemon (its build script builds
+    // and embeds the eBPF programs).
+    toolchain::ensure()?;
+    run(crate::cargo().args(["build", "--release", "-p", "mvbridge", "--bin", "mvbridge"]))?;
     let root = workspace();
     let bin = root.join("target/release/mvbridge");
     let version = binary_version(&bin)?;
@@ -70,17 +93,96 @@ pub fn deb() -> Result<()> {
         .map(|l| root.join(l))
         .context("cargo-deb did not say where the package is")?;
     finish(&deb)?;
+    Ok(deb)
+}
 
-    run(Command::new("dpkg-deb").arg("--info").arg(&deb))?;
-    run(Command::new("dpkg-deb").arg("--contents").arg(&deb))?;
-    // Errors and warnings fail the build; what is overridden
-    // (dist/deb/lintian-overrides) says why. Informational tags are shown.
-    run(Command::new("lintian")
-        .args(["--info", "--display-info", "--fail-on", "error,warning"])
-        .arg(&deb))?;
-    eprintln!("xtask: {} is lintian clean", deb.display());
-    println!("{}", deb.display());
-    Ok(())
+/// Where a package's changelog is (cargo-deb puts it there, compressed).
+const CHANGELOG: &str = "usr/share/doc/mvbridge/changelog.Debian.gz";
+
+/// `deb` repacked into `dir` as Debian revision `revision` of the same
+/// upstream version (0.1.0-1 -> 0.1.0-REVISION), files unchanged but for
+/// a changelog entry saying `why`: a package apt takes as an upgrade of
+/// `deb` when `revision` sorts after its own.
+pub fn repack_as_revision(deb: &Path, revision: &str, why: &str, dir: &Path) -> Result<PathBuf> {
+    let tree = dir.join("repack.tree");
+    if tree.exists() {
+        std::fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    run(Command::new("dpkg-deb")
+        .arg("--raw-extract")
+        .arg(deb)
+        .arg(&tree))?;
+    let control_path = tree.join("DEBIAN/control");
+    let control = std::fs::read_to_string(&control_path)
+        .with_context(|| format!("reading {}", control_path.display()))?;
+    let field = |name: &str| {
+        control_field(&control, name).with_context(|| format!("{} has no {name}", deb.display()))
+    };
+    let old = field("Version")?;
+    let new = format!("{}-{revision}", upstream_part(&old));
+    let name = format!(
+        "{}_{}_{}.deb",
+        field("Package")?,
+        new,
+        field("Architecture")?
+    );
+    write(
+        &control_path,
+        &control.replace(
+            &format!("\nVersion: {old}\n"),
+            &format!("\nVersion: {new}\n"),
+        ),
+    )?;
+
+    let changelog = tree.join(CHANGELOG);
+    let text = capture(Command::new("gzip").arg("-dc").arg(&changelog))?;
+    let entry = next_entry(&text, &new, why)
+        .with_context(|| format!("reading the changelog in {}", deb.display()))?;
+    let mut gzip = Command::new("gzip")
+        .args(["-9n"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&changelog)?)
+        .spawn()
+        .context("cannot start gzip")?;
+    std::io::Write::write_all(
+        gzip.stdin.as_mut().context("gzip's stdin")?,
+        (entry + &text).as_bytes(),
+    )?;
+    drop(gzip.stdin.take());
+    if !gzip.wait()?.success() {
+        bail!("gzip failed on {}", changelog.display());
+    }
+    std::fs::remove_file(tree.join("DEBIAN/md5sums")).context("the package has no md5sums")?;
+    write_md5sums(&tree)?;
+    let out = dir.join(name);
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&tree)
+        .arg(&out))?;
+    std::fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    Ok(out)
+}
+
+/// A control file's single-line field.
+fn control_field(control: &str, name: &str) -> Option<String> {
+    control
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .map(|v| v.trim().to_owned())
+}
+
+/// A changelog entry for `version` saying `why`, to go on top of
+/// `changelog`: the same package, distribution and signature as its
+/// latest entry.
+fn next_entry(changelog: &str, version: &str, why: &str) -> Option<String> {
+    let first = changelog.lines().find(|l| !l.trim().is_empty())?;
+    let (package, rest) = first.split_once(" (")?;
+    let (_, rest) = rest.split_once(')')?;
+    let signature = changelog.lines().find(|l| l.starts_with(" -- "))?;
+    Some(format!(
+        "{package} ({version}){rest}\n\n  * {why}\n\n{signature}\n\n"
+    ))
 }
 
 /// cargo-deb on PATH or in ~/.cargo/bin, installed there if missing.
@@ -217,20 +319,24 @@ fn finish(deb: &Path) -> Result<()> {
         .arg("--raw-extract")
         .arg(deb)
         .arg(&tree))?;
-    let md5sums = tree.join("DEBIAN/md5sums");
-    if !md5sums.exists() {
-        let conffiles = std::fs::read_to_string(tree.join("DEBIAN/conffiles")).unwrap_or_default();
-        let mut files = Vec::new();
-        collect_files(&tree, Path::new(""), &mut files)?;
-        let files = to_sum(files, &conffiles);
-        let sums = capture(Command::new("md5sum").current_dir(&tree).args(&files))?;
-        write(&md5sums, &sums)?;
+    if !tree.join("DEBIAN/md5sums").exists() {
+        write_md5sums(&tree)?;
     }
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(&tree)
         .arg(deb))?;
     std::fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))
+}
+
+/// DEBIAN/md5sums of the package tree `tree`.
+fn write_md5sums(tree: &Path) -> Result<()> {
+    let conffiles = std::fs::read_to_string(tree.join("DEBIAN/conffiles")).unwrap_or_default();
+    let mut files = Vec::new();
+    collect_files(tree, Path::new(""), &mut files)?;
+    let files = to_sum(files, &conffiles);
+    let sums = capture(Command::new("md5sum").current_dir(tree).args(&files))?;
+    write(&tree.join("DEBIAN/md5sums"), &sums)
 }
 
 /// Which of the package's files md5sums lists: not the control files,
@@ -289,6 +395,30 @@ mod tests {
         assert_eq!(man_section(roff), Some("8"));
         assert_eq!(man_section(".TH mvbridge 1\n"), Some("1"));
         assert_eq!(man_section(".SH NAME\n"), None);
+    }
+
+    #[test]
+    fn a_new_revision_gets_an_entry_like_the_last() {
+        let text = "mvbridge (0.1.0-1) unstable; urgency=medium\n\n  * First.\n\n \
+                    -- M <m@example> Wed, 25 Nov 2026 04:30:00 +0000\n";
+        assert_eq!(
+            next_entry(text, "0.1.0-2~vmtest", "Why.").as_deref(),
+            Some(
+                "mvbridge (0.1.0-2~vmtest) unstable; urgency=medium\n\n  * Why.\n\n \
+                 -- M <m@example> Wed, 25 Nov 2026 04:30:00 +0000\n\n"
+            )
+        );
+        assert_eq!(next_entry("", "1", "x"), None);
+        let control = "Package: mvbridge\nVersion: 0.1.0-1\nDescription: x\n y\n";
+        assert_eq!(
+            control_field(control, "Version").as_deref(),
+            Some("0.1.0-1")
+        );
+        assert_eq!(
+            control_field(control, "Package").as_deref(),
+            Some("mvbridge")
+        );
+        assert_eq!(control_field(control, "Depends"), None);
     }
 
     #[test]

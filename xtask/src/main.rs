@@ -62,6 +62,10 @@ enum Cmd {
     /// The Debian package (cargo-deb, from the release build), checked
     /// with lintian; in target/debian/.
     Deb,
+    /// The Debian package and its systemd unit under a real systemd as
+    /// PID 1: install, start, reload, restart, upgrade, purge, in a
+    /// Debian 12 VM with kernel 6.1 (qemu; cached with vmtest's downloads).
+    VmtestPackage(vmtest::package::Args),
 }
 
 fn main() -> Result<()> {
@@ -75,6 +79,7 @@ fn main() -> Result<()> {
         Cmd::Bench { smoke } => bench(smoke),
         Cmd::Vmtest(args) => vmtest::run(&args),
         Cmd::Deb => deb::deb(),
+        Cmd::VmtestPackage(args) => vmtest::package::run(&args),
     }
 }
 
@@ -200,9 +205,12 @@ fn test(filter: Option<&str>) -> Result<()> {
     for (mode, only) in modes {
         eprintln!("xtask: integration tests with attach = {mode}");
         let mut integration = cargo();
-        integration
-            .env("MVB_ATTACH", mode)
-            .args(["test", "-p", "mvbridge-tests", "--no-fail-fast"]);
+        integration.env("MVB_ATTACH", mode).args([
+            "test",
+            "-p",
+            "mvbridge-tests",
+            "--no-fail-fast",
+        ]);
         for t in &only {
             integration.args(["--test", t]);
         }

@@ -27,6 +27,11 @@ const TESTS_PACKAGE: &str = "mvbridge-tests";
 /// The packages with the binaries the tests run (and the tests).
 const PACKAGES: &[&str] = &["mvbridge", TESTS_PACKAGE];
 
+/// Integration tests that need another VM than vmtest's, and the command
+/// that runs them: vmtest leaves them out (run here, they would only
+/// report themselves ignored).
+const ELSEWHERE: &[(&str, &str)] = &[("package", "cargo xtask vmtest-package")];
+
 /// The test executables (only those named in `only`, when any) and the
 /// binaries of the build `cargo xtask build` just made: cargo lists them
 /// without building anything.
@@ -36,15 +41,21 @@ pub fn collect(only: &[String]) -> Result<Artifacts> {
     for package in PACKAGES {
         cmd.args(["-p", package]);
     }
-    cmd.args(["--bins", "--tests", "--message-format=json"])
-        .current_dir(workspace());
-    let messages = output(&mut cmd)?;
-    let mut found = parse(&messages, &workspace().join("tests/Cargo.toml"))?;
+    cmd.args(["--bins", "--tests"]);
+    let mut found = build(&mut cmd)?;
     if found.tests.is_empty() {
         bail!("cargo lists no integration tests of {TESTS_PACKAGE}");
     }
     found.tests = pick(found.tests, only)?;
     Ok(found)
+}
+
+/// Runs `cmd` (a `cargo build` of some of the workspace) and returns what
+/// it built or found built: `cmd` gets the JSON message format here.
+pub fn build(cmd: &mut std::process::Command) -> Result<Artifacts> {
+    cmd.arg("--message-format=json").current_dir(workspace());
+    let messages = output(cmd)?;
+    parse(&messages, &workspace().join("tests/Cargo.toml"))
 }
 
 /// Reads cargo's `compiler-artifact` messages: integration tests (a
@@ -86,13 +97,18 @@ fn parse(messages: &str, tests_manifest: &Path) -> Result<Artifacts> {
     Ok(Artifacts { tests, bins })
 }
 
-/// The tests named in `only` (all when empty), in `only`'s order.
+/// The tests named in `only` (all when empty, but those run
+/// [`ELSEWHERE`]), in `only`'s order.
 fn pick(mut tests: Vec<Executable>, only: &[String]) -> Result<Vec<Executable>> {
     if only.is_empty() {
+        tests.retain(|t| !ELSEWHERE.iter().any(|(name, _)| t.name == *name));
         return Ok(tests);
     }
     let mut picked = Vec::new();
     for name in only {
+        if let Some((_, command)) = ELSEWHERE.iter().find(|(n, _)| n == name) {
+            bail!("the integration test {name:?} runs in its own VM: `{command}`");
+        }
         let Some(at) = tests.iter().position(|t| &t.name == name) else {
             if picked.iter().any(|t: &Executable| &t.name == name) {
                 continue;
@@ -173,6 +189,25 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"no integration test "ipv5" (there are: ipv4, packets)"#
+        );
+    }
+
+    #[test]
+    fn tests_with_a_vm_of_their_own_are_left_out() {
+        let mut found = parsed().tests;
+        found.push(exe("package", "/w/target/debug/deps/package-5"));
+        let names: Vec<_> = pick(found, &[])
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["ipv4", "packets"]);
+        let mut found = parsed().tests;
+        found.push(exe("package", "/w/target/debug/deps/package-5"));
+        let err = pick(found, &["package".to_owned()]).unwrap_err();
+        assert!(
+            err.to_string().contains("cargo xtask vmtest-package"),
+            "{err}"
         );
     }
 

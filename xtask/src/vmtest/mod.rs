@@ -9,6 +9,7 @@ mod artifacts;
 mod cache;
 mod image;
 mod kernel;
+pub mod package;
 mod payload;
 mod qemu;
 mod rootfs;
@@ -132,15 +133,7 @@ impl Session {
         };
         report.result = self.boot(kernel, &mut report);
         // The kernel's last words, when it had any.
-        if let Ok(Outcome::Crashed(_) | Outcome::TimedOut(_)) = report.result {
-            let (path, tail) = vm::console_tail(&self.dir.join(kernel.series), 30);
-            if !tail.is_empty() {
-                eprintln!(
-                    "xtask: vmtest: the end of the kernel console ({}):\n{tail}",
-                    path.display()
-                );
-            }
-        }
+        show_console_tail(&report.result, &self.dir.join(kernel.series));
         report
     }
 
@@ -150,12 +143,7 @@ impl Session {
         let unpacked = kernel::fetch(kernel, &self.cache)
             .with_context(|| format!("getting kernel {}", kernel.series))?;
         report.kernel = Some(format!("{} ({})", unpacked.release, unpacked.version()));
-        let accel = match self.accel {
-            Some(accel) => accel,
-            None => *self
-                .accel
-                .insert(Accel::choose(&qemu::Qemu::system()?, &unpacked.vmlinuz)?),
-        };
+        let accel = accel_for(&mut self.accel, &unpacked)?;
         report.accel = Some(accel);
         let qemu = qemu::for_kernel(kernel, accel, &self.cache)?;
         let root = rootfs::image(&self.cache, &unpacked)?;
@@ -175,6 +163,7 @@ impl Session {
             payload: &self.payload,
             logs: &self.dir.join(kernel.series),
             timeout: self.timeout,
+            init: vm::Init::Script,
         }
         .run();
         report.wall = started.elapsed();
@@ -184,6 +173,28 @@ impl Session {
             minutes(report.wall)
         );
         outcome
+    }
+}
+
+/// The accelerator: probed with the first kernel booted, then kept.
+fn accel_for(accel: &mut Option<Accel>, kernel: &kernel::Unpacked) -> Result<Accel> {
+    Ok(match *accel {
+        Some(accel) => accel,
+        None => *accel.insert(Accel::choose(&qemu::Qemu::system()?, &kernel.vmlinuz)?),
+    })
+}
+
+/// Shows the end of the kernel console in `logs` after a crash or a
+/// timeout, when there is one.
+fn show_console_tail(outcome: &Result<Outcome>, logs: &std::path::Path) {
+    if let Ok(Outcome::Crashed(_) | Outcome::TimedOut(_)) = outcome {
+        let (path, tail) = vm::console_tail(logs, 30);
+        if !tail.is_empty() {
+            eprintln!(
+                "xtask: vmtest: the end of the kernel console ({}):\n{tail}",
+                path.display()
+            );
+        }
     }
 }
 

@@ -12,8 +12,9 @@ use super::artifacts::{Artifacts, Executable};
 use super::cache::remove;
 use super::{image, step};
 
-/// Where the init mounts the disk, and how it finds it (init.sh).
-const MOUNT: &str = "/vmtest";
+/// Where the init mounts the disk, and how it finds it (init.sh, and
+/// package-run.sh for `vmtest-package`).
+pub const MOUNT: &str = "/vmtest";
 const LABEL: &str = "mvb-payload";
 
 /// What of the source tree stays behind: build output, git's store, the
@@ -30,11 +31,7 @@ pub struct TestArgs<'a> {
 
 /// Builds `dir/payload.ext4` for `artifacts`.
 pub fn build(artifacts: &Artifacts, args: &TestArgs, dir: &Path) -> Result<PathBuf> {
-    let stage = dir.join("payload");
-    let disk = dir.join("payload.ext4");
-    step("making the payload disk", || {
-        remove(&stage)?;
-        std::fs::create_dir_all(&stage)?;
+    disk(dir, |stage| {
         copy_stripped(&artifacts.tests, &stage.join("tests"))?;
         copy_stripped(&artifacts.bins, &stage.join("bin"))?;
         let workspace = crate::workspace();
@@ -43,6 +40,20 @@ pub fn build(artifacts: &Artifacts, args: &TestArgs, dir: &Path) -> Result<PathB
             stage.join("run.sh"),
             run_script(&artifacts.tests, args, &workspace),
         )?;
+        Ok(())
+    })
+}
+
+/// Builds `dir/payload.ext4` from what `fill` puts into the empty
+/// directory it gets (`dir/payload`); the VM mounts it at [`MOUNT`].
+/// `run.sh` at its top is what the VM's runner sources.
+pub fn disk(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    let stage = dir.join("payload");
+    let disk = dir.join("payload.ext4");
+    step("making the payload disk", || {
+        remove(&stage)?;
+        std::fs::create_dir_all(&stage)?;
+        fill(&stage)?;
         remove(&disk)?;
         image::ext4(&stage, &disk, LABEL, 0)
     })?;
@@ -65,7 +76,7 @@ fn copy_sources(workspace: &Path, to: &Path) -> Result<()> {
 
 /// Copies without debug info: a fifth of the size (less to write and for
 /// the VM to read), and panics still name their functions.
-fn copy_stripped(executables: &[Executable], to: &Path) -> Result<()> {
+pub fn copy_stripped(executables: &[Executable], to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for exe in executables {
         let status = Command::new("objcopy")
@@ -121,7 +132,7 @@ fn run_script(tests: &[Executable], args: &TestArgs, workspace: &Path) -> String
 }
 
 /// `s` as one word for sh, whatever it holds.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

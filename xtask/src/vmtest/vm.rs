@@ -1,7 +1,9 @@
 //! One VM run: boots a kernel on the root image with the payload disk,
 //! streams the tests' output (ttyS1) to the terminal, watches the kernel
 //! console (ttyS0, kept in a file) for panics and lockups, and turns the
-//! init's marker line into the outcome.
+//! init's marker line into the outcome. The tests are run by init.sh as
+//! PID 1 (`vmtest`), or by a unit of systemd as PID 1 (`vmtest-package`);
+//! either writes the same marker.
 
 use std::fmt;
 use std::fs::File;
@@ -29,6 +31,31 @@ pub struct Vm<'a> {
     /// Where the console and the tests' output are kept.
     pub logs: &'a Path,
     pub timeout: Duration,
+    pub init: Init,
+}
+
+/// What the kernel starts as PID 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// init.sh, which runs the tests itself.
+    Script,
+    /// The image's own /sbin/init (systemd), which starts the tests as a
+    /// unit of the image.
+    Systemd,
+}
+
+impl Init {
+    /// The kernel's command line for a root disk booted with this init.
+    fn command_line(self) -> String {
+        let init = match self {
+            Init::Script => format!(" init={INIT_PATH}"),
+            Init::Systemd => String::new(),
+        };
+        format!(
+            "console=ttyS0 root=PARTUUID={ROOT_PARTUUID} rootwait rw rootfstype=ext4{init} \
+             panic=-1 loglevel=4 mitigations=off"
+        )
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -167,10 +194,7 @@ impl Vm<'_> {
             .arg("-kernel")
             .arg(self.vmlinuz)
             .arg("-append")
-            .arg(format!(
-                "console=ttyS0 root=PARTUUID={ROOT_PARTUUID} rootwait rw rootfstype=ext4 \
-                 init={INIT_PATH} panic=-1 loglevel=4 mitigations=off"
-            ))
+            .arg(self.init.command_line())
             // The cloud kernel has NVMe built in (virtio-blk is a module).
             .arg("-drive")
             .arg(format!(
@@ -335,6 +359,20 @@ mod tests {
         assert!(fatal("[ 30.1] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [x:1]").is_some());
         assert!(fatal("[ 40.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:").is_some());
         assert_eq!(fatal("[ 1.0] loop: module loaded"), None);
+    }
+
+    #[test]
+    fn systemd_boots_the_image_init_and_the_script_its_own() {
+        let script = Init::Script.command_line();
+        assert!(script.contains(" init=/sbin/vmtest-init "), "{script}");
+        let systemd = Init::Systemd.command_line();
+        assert!(!systemd.contains("init="), "{systemd}");
+        assert!(systemd.starts_with("console=ttyS0 root=PARTUUID=6d766272-01 "));
+        assert_eq!(
+            script.replace(" init=/sbin/vmtest-init", ""),
+            systemd,
+            "the two differ in the init only"
+        );
     }
 
     #[test]
