@@ -165,8 +165,65 @@ impl Bench {
     /// Replaces the tables with what the daemon's plan makes of `uplink`
     /// and `vms`, with the bench's slots.
     pub fn fill(&mut self, uplink: &str, vms: &[BenchVm<'_>]) -> Result<()> {
+        self.fill_with_others(uplink, vms, 0).map(|_| ())
+    }
+
+    /// `fill`, plus `others` VMs more on macvtaps the programs never see
+    /// (links the plan is told about, with ifindexes from 100,000 up), one
+    /// address each: an IPv6 address in 2001:db8:2::/64, and for the first
+    /// 380 an IPv4 address too (192.0.2.0/24, 198.51.100.128/25: the
+    /// documentation prefixes hold no more). The tables then hold as
+    /// many MACs, links and addresses as that many VMs would make.
+    /// Returns how long writing the tables took (planning not included).
+    pub fn fill_with_others(
+        &mut self,
+        uplink: &str,
+        vms: &[BenchVm<'_>],
+        others: u32,
+    ) -> Result<std::time::Duration> {
         let mut config = format!("uplink = \"{uplink}\"\n");
         let mut world = self.world.clone();
+        let lower = self.links.get(uplink).context("no such uplink")?.index;
+        let mut slots: BTreeMap<String, u32> = vms
+            .iter()
+            .map(|v| (v.interface.to_owned(), v.slot))
+            .collect();
+        let first_slot = vms.iter().map(|v| v.slot + 1).max().unwrap_or(0);
+        for i in 0..others {
+            let name = format!("other{i}");
+            world.links.push(Link {
+                index: 100_000 + i,
+                name: name.clone(),
+                mac: Some([0x52, 0x54, 0x04, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+                kind: Some("macvtap".into()),
+                lower: Some(lower),
+                macvlan_mode: None,
+                alias: None,
+                up: true,
+                allmulti: true,
+            });
+            let mut addrs = vec![IpAddr::from(std::net::Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                2,
+                0,
+                0,
+                0,
+                (i >> 16) as u16,
+                i as u16,
+            ))];
+            if i < 254 {
+                addrs.push(IpAddr::from([192, 0, 2, 1 + i as u8]));
+            } else if i < 380 {
+                addrs.push(IpAddr::from([198, 51, 100, 128 + (i - 254) as u8]));
+            }
+            let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+            config.push_str(&format!(
+                "[[vm]]\nname = \"{name}\"\ninterface = \"{name}\"\naddresses = [{}]\n",
+                list.join(", ")
+            ));
+            slots.insert(name, first_slot + i);
+        }
         for v in vms {
             let list: Vec<String> = v.addresses.iter().map(|a| format!("\"{a}\"")).collect();
             config.push_str(&format!(
@@ -209,12 +266,9 @@ impl Bench {
             up: false,
             allmulti: false,
         };
-        let slots: BTreeMap<String, u32> = vms
-            .iter()
-            .map(|v| (v.interface.to_owned(), v.slot))
-            .collect();
+        let t = std::time::Instant::now();
         self.maps.sync(&Contents::new(&plan, &shim, &slots))?;
-        Ok(())
+        Ok(t.elapsed())
     }
 
     pub fn path_packets(&self, path: StatPath, proto: Proto) -> u64 {

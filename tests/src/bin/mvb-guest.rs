@@ -4,7 +4,12 @@
 //! `/dev/tapN` and copies frames between it and a TAP device inside the
 //! guest's network namespace, whose stack then is the guest's.
 //!
-//! usage: mvb-guest --dev /dev/tapN --netns NS --ifname eth0 [--vnet-hdr]
+//! With `--tap NAME` instead of `--dev`, it plays a VM on a plain tap
+//! device: it creates tap NAME in its own network namespace and owns its
+//! queue, as qemu's `-netdev tap,ifname=NAME` does (a Linux bridge's port,
+//! or a routed tap).
+//!
+//! usage: mvb-guest (--dev /dev/tapN | --tap NAME) --netns NS --ifname eth0 [--vnet-hdr]
 //! It prints "ready" once both ends are open and runs until killed or until
 //! the macvtap goes away.
 
@@ -15,8 +20,16 @@ use std::thread;
 use anyhow::{Context, Result, bail};
 use mvbridge_tests::tap;
 
+/// The host's end of the VM's NIC.
+enum HostEnd {
+    /// A macvtap's character device.
+    Macvtap(String),
+    /// A tap device to create, by name.
+    Tap(String),
+}
+
 struct Args {
-    dev: String,
+    host: HostEnd,
     netns: String,
     ifname: String,
     vnet_hdr: bool,
@@ -24,6 +37,7 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut dev = None;
+    let mut tap = None;
     let mut netns = None;
     let mut ifname = "eth0".to_string();
     let mut vnet_hdr = false;
@@ -31,14 +45,20 @@ fn args() -> Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--dev" => dev = it.next(),
+            "--tap" => tap = it.next(),
             "--netns" => netns = it.next(),
             "--ifname" => ifname = it.next().context("--ifname needs a value")?,
             "--vnet-hdr" => vnet_hdr = true,
             other => bail!("unknown argument {other}"),
         }
     }
+    let host = match (dev, tap) {
+        (Some(d), None) => HostEnd::Macvtap(d),
+        (None, Some(t)) => HostEnd::Tap(t),
+        _ => bail!("one of --dev /dev/tapN or --tap NAME is required"),
+    };
     Ok(Args {
-        dev: dev.context("--dev /dev/tapN is required")?,
+        host,
         netns: netns.context("--netns NAME is required")?,
         ifname,
         vnet_hdr,
@@ -65,20 +85,28 @@ fn pump(mut from: File, mut to: File) -> std::io::Result<()> {
 
 fn main() -> Result<()> {
     let args = args()?;
-    let macvtap = tap::open_macvtap(&args.dev, args.vnet_hdr)
-        .with_context(|| format!("opening {}", args.dev))?;
+    let host_end = match &args.host {
+        HostEnd::Macvtap(dev) => {
+            tap::open_macvtap(dev, args.vnet_hdr).with_context(|| format!("opening {dev}"))?
+        }
+        // Created here, before entering the guest's namespace: the tap is
+        // the host's.
+        HostEnd::Tap(name) => {
+            tap::create_tap(name, args.vnet_hdr).with_context(|| format!("creating tap {name}"))?
+        }
+    };
     tap::enter_netns(&args.netns).with_context(|| format!("entering netns {}", args.netns))?;
     let guest = tap::create_tap(&args.ifname, args.vnet_hdr)
         .with_context(|| format!("creating tap {} in {}", args.ifname, args.netns))?;
     println!("ready");
     std::io::stdout().flush()?;
 
-    let (tx_in, tx_out) = (guest.try_clone()?, macvtap.try_clone()?);
+    let (tx_in, tx_out) = (guest.try_clone()?, host_end.try_clone()?);
     let up = thread::spawn(move || pump(tx_in, tx_out));
-    let down = pump(macvtap, guest);
+    let down = pump(host_end, guest);
     // Either direction ending means the VM is gone.
     if let Err(e) = down {
-        eprintln!("mvb-guest: macvtap side closed: {e}");
+        eprintln!("mvb-guest: host side closed: {e}");
     }
     drop(up);
     Ok(())
