@@ -23,7 +23,46 @@ pub fn privileges(action: &str) -> Result<()> {
             "mvbridge {action} must run as root (it needs CAP_NET_ADMIN and CAP_BPF to manage links and BPF programs); try sudo"
         );
     }
+    lift_memlock_limit();
     Ok(())
+}
+
+/// Linux before 5.11 charges BPF maps and programs to RLIMIT_MEMLOCK of
+/// the user that made them, for as long as they live: the pinned maps of
+/// an earlier run count against the next run's limit (on Debian 11's 5.10
+/// the second start of a shell's `mvbridge run`, with its 8 MiB, failed
+/// with EPERM). Later kernels charge the memory cgroup and ignore the
+/// limit. So lift it, as libbpf does: to unlimited with CAP_SYS_RESOURCE
+/// (root has it, but a container may not), else to the hard limit. The
+/// unit sets `LimitMEMLOCK=infinity` too.
+fn lift_memlock_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid rlimit pointers, used by the calls only.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) == 0 {
+            return;
+        }
+        let refused = std::io::Error::last_os_error();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+        }
+        tracing::debug!("RLIMIT_MEMLOCK kept at its hard limit: {refused}");
+    }
+}
+
+/// The limit on locked memory, when there is one.
+fn memlock_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// The kernel can run the datapath: the bpf() syscall, and the map kinds
@@ -79,9 +118,18 @@ fn bpf_syscall() -> Result<()> {
             Some(libc::ENOSYS) => bail!(
                 "this kernel has no BPF support (bpf() returned ENOSYS); mvbridge needs CONFIG_BPF_SYSCALL"
             ),
-            Some(libc::EPERM) => bail!(
-                "the kernel refused BPF (EPERM): run as root, outside a container that filters bpf()"
-            ),
+            Some(libc::EPERM) => match memlock_limit() {
+                // Kernels before 5.11 say EPERM when the limit is used up.
+                Some(limit) => bail!(
+                    "the kernel refused BPF (EPERM) with locked memory limited to {} KiB: \
+                     on Linux before 5.11 BPF maps count against it; raise it \
+                     (ulimit -l unlimited, or LimitMEMLOCK=infinity in a unit)",
+                    limit / 1024
+                ),
+                None => bail!(
+                    "the kernel refused BPF (EPERM): run as root, outside a container that filters bpf()"
+                ),
+            },
             _ => bail!("the kernel refused BPF: {err}"),
         }
     }
