@@ -7,8 +7,8 @@
 //! VMs are guests on macvtaps (or, for a netns VM, a macvlan in a
 //! namespace of its own).
 //!
-//! Only in the VM of `cargo xtask vmtest-package` (Debian 12, systemd
-//! 252, kernel 6.1; no network): every test is `#[ignore]`d, so a plain
+//! Only in the VM of `cargo xtask vmtest-package` (Debian 12 with systemd
+//! 252 and kernel 6.1, or Debian 13 with systemd 257 and 6.12; no network): every test is `#[ignore]`d, so a plain
 //! `cargo test` lists them as ignored, never as passed, and the VM runs
 //! them with `--ignored` (and fails if any did not run). Asked to run
 //! anywhere else they refuse (panic): they install and purge packages and

@@ -75,6 +75,9 @@ fn tcp_stream(
     })
 }
 
+/// Restarts of VM b the soak needs to have seen, however slow the machine.
+const MIN_CYCLES: u64 = 3;
+
 #[test]
 fn flows_survive_vm_churn_and_nothing_leaks() {
     let seconds = soak_seconds();
@@ -191,9 +194,13 @@ fn flows_survive_vm_churn_and_nothing_leaks() {
         "{cycles} VM b restarts ({b_reachable} reached right after), daemon RSS {rss_start} -> {rss_end} KiB over {seconds} s"
     ));
     println!("soak:\n  {}", report.join("\n  "));
+    // The churn must have overlapped the floods several times; how many
+    // restarts fit in the time is the machine's speed (about one a second
+    // on the team's machines, one every 6 s in a TCG VM), which the bench
+    // measures (a macvtap appearing -> live).
     assert!(
-        cycles >= seconds,
-        "the churn ran too slowly ({cycles} cycles)"
+        cycles >= MIN_CYCLES,
+        "VM b restarted only {cycles} times in {seconds} s"
     );
     assert!(
         b_reachable * 10 >= cycles * 9,

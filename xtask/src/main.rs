@@ -64,7 +64,8 @@ enum Cmd {
     Deb,
     /// The Debian package and its systemd unit under a real systemd as
     /// PID 1: install, start, reload, restart, upgrade, purge, in a
-    /// Debian 12 VM with kernel 6.1 (qemu; cached with vmtest's downloads).
+    /// Debian 12 VM (kernel 6.1, systemd 252) or a Debian 13 one (6.12,
+    /// systemd 257) (qemu; cached with vmtest's downloads).
     VmtestPackage(vmtest::package::Args),
 }
 

@@ -94,7 +94,8 @@ pub fn per_packet(smoke: bool) -> Result<Vec<PerPacket>> {
     })?
 }
 
-/// mvb_empty attached to TCX egress of a link, for the live baseline.
+/// mvb_empty attached to the egress of a link the way mvbridge attaches
+/// its hooks (TCX where the kernel has it), for the live baseline.
 pub struct Baseline {
     _datapath: mvbridge::datapath::Datapath,
     pub id: u32,
@@ -112,6 +113,11 @@ pub fn attach_baseline(lab: &Lab, ns: &crate::netns::Netns, ifname: &str) -> Res
     // Attach from inside the namespace; the link lives as long as the
     // program object (kept in Baseline).
     let guard = mvbridge::netns::InNetns::enter(&ns.name)?;
+    // Without TCX, aya attaches a classic filter, which needs the clsact
+    // qdisc mvbridge's own hooks would have made.
+    if !crate::lab::kernel_has_tcx() {
+        aya::programs::tc::qdisc_add_clsact(ifname)?;
+    }
     prog.attach(ifname, aya::programs::TcAttachType::Egress)?;
     drop(guard);
     Ok(Baseline { _datapath: dp, id })

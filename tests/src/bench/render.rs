@@ -198,7 +198,7 @@ pub fn markdown(r: &Report, analysis: Option<&str>) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "\nLive, from the kernel's BPF statistics over the data-path trials (the empty program attached to TCX egress of the ceiling's host veth): empty {:.0} ns/run over {} runs; {}.",
+        "\nLive, from the kernel's BPF statistics over the data-path trials (the empty program attached to the egress hook of the ceiling's host veth): empty {:.0} ns/run over {} runs; {}.",
         r.live.empty.ns_per_run,
         r.live.empty.runs,
         live.join(", ")

@@ -510,7 +510,7 @@ pub struct LiveProgram {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Live {
-    /// The empty program, attached to TCX egress of the ceiling's veth.
+    /// The empty program, attached to the egress hook of the ceiling's veth.
     pub empty: LiveProgram,
     pub programs: Vec<LiveProgram>,
 }

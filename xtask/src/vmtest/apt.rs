@@ -1,8 +1,8 @@
 //! Debian packages for the VM (kernels, a newer qemu), found and fetched
 //! with apt and unpacked with `dpkg -x`: nothing is installed on the host.
-//! Debian 12's own kernel comes through the host's apt; bookworm-backports
-//! through a private apt configuration in the cache, so the host's sources
-//! stay as they are.
+//! Debian 12's own kernel comes through the host's apt; every other
+//! archive (bookworm-backports, Debian 11, Ubuntu 22.04) through a private
+//! apt configuration in the cache, so the host's sources stay as they are.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,12 +18,94 @@ use super::{output, step};
 pub enum Suite {
     /// What the host's apt sources offer (Debian 12 on the team's hosts).
     Host,
-    /// bookworm-backports.
-    Backports,
+    /// An archive the host's apt does not know.
+    Private(&'static Archive),
 }
 
-const BACKPORTS: &str = "http://deb.debian.org/debian bookworm-backports main";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// An archive read through a private apt configuration.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Archive {
+    /// What messages call it.
+    pub name: &'static str,
+    /// Its directory under the cache's `apt/`.
+    pub dir: &'static str,
+    /// `URI SUITE COMPONENT` of each sources.list line.
+    pub sources: &'static [&'static str],
+    pub keyring: Keyring,
+}
+
+/// What apt checks an archive's signatures against.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keyring {
+    /// Debian's keyring on the host (debian-archive-keyring: the keys of
+    /// Debian 11, 12 and 13).
+    Debian,
+    /// The keyring in a package of the archive's own, fetched by apt's
+    /// downloader from a release pocket that never changes and checked
+    /// against the package's SHA-256, so it is trusted because of this
+    /// hash, not because of where it came from.
+    Pinned {
+        url: &'static str,
+        sha256: &'static str,
+        /// The keyring file inside the package.
+        file: &'static str,
+    },
+}
+
+pub const BACKPORTS: Archive = Archive {
+    name: "bookworm-backports",
+    dir: "backports",
+    sources: &["http://deb.debian.org/debian bookworm-backports main"],
+    keyring: Keyring::Debian,
+};
+
+/// Debian 11 is in long-term support: its kernels come from the
+/// security archive.
+pub const BULLSEYE: Archive = Archive {
+    name: "Debian 11 (bullseye)",
+    dir: "bullseye",
+    sources: &[
+        "http://deb.debian.org/debian bullseye main",
+        "http://deb.debian.org/debian-security bullseye-security main",
+    ],
+    keyring: Keyring::Debian,
+};
+
+/// Ubuntu 22.04: its kernels come from -updates and -security.
+pub const JAMMY: Archive = Archive {
+    name: "Ubuntu 22.04 (jammy)",
+    dir: "jammy",
+    sources: &[
+        "http://archive.ubuntu.com/ubuntu jammy main",
+        "http://archive.ubuntu.com/ubuntu jammy-updates main",
+        "http://archive.ubuntu.com/ubuntu jammy-security main",
+    ],
+    keyring: UBUNTU_KEYRING,
+};
+
+/// Ubuntu 20.04, for a kernel older than mvbridge supports.
+pub const FOCAL: Archive = Archive {
+    name: "Ubuntu 20.04 (focal)",
+    dir: "focal",
+    sources: &[
+        "http://archive.ubuntu.com/ubuntu focal main",
+        "http://archive.ubuntu.com/ubuntu focal-updates main",
+        "http://archive.ubuntu.com/ubuntu focal-security main",
+    ],
+    keyring: UBUNTU_KEYRING,
+};
+
+/// ubuntu-keyring 2021.03.26 of jammy's release pocket; it holds the
+/// archive's signing key of 2018, F6EC B376 2474 EDA9 D21B 7022 8719 20D1
+/// 991B C93C (checked with `gpg --show-keys` when pinned), which signs
+/// 20.04's and 22.04's archives.
+const UBUNTU_KEYRING: Keyring = Keyring::Pinned {
+    url: "http://archive.ubuntu.com/ubuntu/pool/main/u/ubuntu-keyring/ubuntu-keyring_2021.03.26_all.deb",
+    sha256: "0d0e7ed6b112f5d03eabf3c7eb01ebdacf9c57714b279e90495cfc58c8c4520f",
+    file: "usr/share/keyrings/ubuntu-archive-keyring.gpg",
+};
+
+const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// How often the private package lists are refreshed: new kernels come
 /// out every few weeks, and every run re-downloading the lists would cost
@@ -56,11 +138,11 @@ impl Apt {
     pub fn new(suite: Suite, cache: &Cache) -> Result<Self> {
         let config = match suite {
             Suite::Host => None,
-            Suite::Backports => Some(private_config(cache)?),
+            Suite::Private(archive) => Some(private_config(archive, cache)?),
         };
         let apt = Self { suite, config };
-        if suite == Suite::Backports {
-            apt.refresh(cache)?;
+        if let Suite::Private(archive) = suite {
+            apt.refresh(archive, cache)?;
         }
         Ok(apt)
     }
@@ -68,7 +150,7 @@ impl Apt {
     pub fn name(&self) -> &'static str {
         match self.suite {
             Suite::Host => "the host's apt",
-            Suite::Backports => "bookworm-backports",
+            Suite::Private(archive) => archive.name,
         }
     }
 
@@ -146,8 +228,8 @@ impl Apt {
 
     /// Refreshes the private lists once they are a day old. Offline with
     /// old lists, the old lists do: the cached packages still serve.
-    fn refresh(&self, cache: &Cache) -> Result<()> {
-        let stamp = cache.dir("apt/backports")?.join("updated");
+    fn refresh(&self, archive: &Archive, cache: &Cache) -> Result<()> {
+        let stamp = cache.dir(&format!("apt/{}", archive.dir))?.join("updated");
         let age = std::fs::metadata(&stamp)
             .and_then(|m| m.modified())
             .ok()
@@ -175,21 +257,18 @@ impl Apt {
 /// and none of the host's update hooks (PackageKit, appstream: they are
 /// about the host's lists). apt reads it after the host's configuration,
 /// so the host's proxy settings still apply.
-fn private_config(cache: &Cache) -> Result<PathBuf> {
-    if !Path::new(KEYRING).is_file() {
-        bail!(
-            "{KEYRING} is missing: bookworm-backports cannot be verified \
-             (apt-get install debian-archive-keyring)"
-        );
-    }
-    let dir = cache.dir("apt/backports")?;
+fn private_config(archive: &Archive, cache: &Cache) -> Result<PathBuf> {
+    let keyring = keyring(archive, cache)?;
+    let dir = cache.dir(&format!("apt/{}", archive.dir))?;
     for sub in ["lists/partial", "cache/archives/partial", "parts"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    std::fs::write(
-        dir.join("sources.list"),
-        format!("deb [signed-by={KEYRING}] {BACKPORTS}\n"),
-    )?;
+    let sources: String = archive
+        .sources
+        .iter()
+        .map(|line| format!("deb [signed-by={}] {line}\n", keyring.display()))
+        .collect();
+    std::fs::write(dir.join("sources.list"), sources)?;
     std::fs::write(dir.join("status"), "")?;
     let at = |name: &str| dir.join(name).display().to_string();
     let mut conf = String::new();
@@ -210,6 +289,50 @@ fn private_config(cache: &Cache) -> Result<PathBuf> {
     let path = dir.join("apt.conf");
     std::fs::write(&path, conf)?;
     Ok(path)
+}
+
+/// The keyring `archive` is checked against.
+fn keyring(archive: &Archive, cache: &Cache) -> Result<PathBuf> {
+    match archive.keyring {
+        Keyring::Debian => {
+            if !Path::new(DEBIAN_KEYRING).is_file() {
+                bail!(
+                    "{DEBIAN_KEYRING} is missing: {} cannot be verified \
+                     (apt-get install debian-archive-keyring)",
+                    archive.name
+                );
+            }
+            Ok(PathBuf::from(DEBIAN_KEYRING))
+        }
+        Keyring::Pinned { url, sha256, file } => {
+            let name = url.rsplit('/').next().unwrap_or(url);
+            let unpacked = cache.entry(
+                &format!("keyrings/{}", name.trim_end_matches(".deb")),
+                |tmp| {
+                    step(&format!("downloading {name} ({})", archive.name), || {
+                        let deb = sibling(tmp, ".deb");
+                        let fetched = crate::run(
+                            Command::new("/usr/lib/apt/apt-helper")
+                                .args(["-o", "APT::Sandbox::User=root", "download-file", url])
+                                .arg(&deb)
+                                .arg(format!("SHA256:{sha256}")),
+                        )
+                        .with_context(|| {
+                            format!("{name} is not the pinned package (or unreachable)")
+                        });
+                        let unpacked = fetched.and_then(|()| unpack(&deb, tmp));
+                        remove(&deb)?;
+                        unpacked
+                    })
+                },
+            )?;
+            let path = unpacked.join(file);
+            if !path.is_file() {
+                bail!("{name} has no {file}");
+            }
+            Ok(path)
+        }
+    }
 }
 
 /// Unpacks a package's files into `dir` (created), as `dpkg -x` does:

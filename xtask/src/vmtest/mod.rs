@@ -57,6 +57,8 @@ pub struct Args {
 /// One kernel's run, for the summary.
 struct Report {
     series: &'static str,
+    /// Only mvbridge's refusal was tested.
+    too_old: bool,
     /// The kernel and the accelerator, once known.
     kernel: Option<String>,
     accel: Option<Accel>,
@@ -79,7 +81,16 @@ pub fn run(args: &Args) -> Result<()> {
     let kernels = kernel::select(&args.kernel)?;
     system::ensure(TOOLS, "cargo xtask vmtest")?;
     crate::build(false)?;
-    let artifacts = artifacts::collect(&args.tests)?;
+    // A kernel too old for mvbridge runs the test of its refusal only:
+    // the payload must have it.
+    let mut tests = args.tests.clone();
+    if !tests.is_empty()
+        && kernels.iter().any(|k| k.too_old)
+        && !tests.iter().any(|t| t == kernel::TOO_OLD_TEST)
+    {
+        tests.push(kernel::TOO_OLD_TEST.to_owned());
+    }
+    let artifacts = artifacts::collect(&tests)?;
     let dir = crate::workspace().join("target/vmtest");
     let test_args = payload::TestArgs {
         filter: args.filter.as_deref(),
@@ -103,6 +114,9 @@ pub fn run(args: &Args) -> Result<()> {
     let mut failed = Vec::new();
     for (r, kernel) in reports.iter().zip(&kernels) {
         let result = match &r.result {
+            Ok(Outcome::Passed) if r.too_old => {
+                "passed: refused with one clear error, as older than supported".to_owned()
+            }
             Ok(outcome) => outcome.to_string(),
             Err(e) => format!("could not run: {e:#}"),
         };
@@ -126,6 +140,7 @@ impl Session {
     fn test(&mut self, kernel: &'static Kernel) -> Report {
         let mut report = Report {
             series: kernel.series,
+            too_old: kernel.too_old,
             kernel: None,
             accel: None,
             wall: Duration::ZERO,
@@ -142,7 +157,12 @@ impl Session {
     fn boot(&mut self, kernel: &Kernel, report: &mut Report) -> Result<Outcome> {
         let unpacked = kernel::fetch(kernel, &self.cache)
             .with_context(|| format!("getting kernel {}", kernel.series))?;
-        report.kernel = Some(format!("{} ({})", unpacked.release, unpacked.version()));
+        report.kernel = Some(format!(
+            "{} {} ({})",
+            kernel.distribution,
+            unpacked.release,
+            unpacked.version()
+        ));
         let accel = accel_for(&mut self.accel, &unpacked)?;
         report.accel = Some(accel);
         let qemu = qemu::for_kernel(kernel, accel, &self.cache)?;
@@ -164,6 +184,12 @@ impl Session {
             logs: &self.dir.join(kernel.series),
             timeout: self.timeout,
             init: vm::Init::Script,
+            disk: kernel.disk,
+            cmdline: if kernel.too_old {
+                payload::TOO_OLD_ARG
+            } else {
+                ""
+            },
         }
         .run();
         report.wall = started.elapsed();

@@ -1,6 +1,7 @@
 //! `cargo xtask vmtest-package`: the Debian package and its unit under a
 //! real systemd as PID 1, in a Debian 12 VM booted with Debian 12's
-//! kernel (6.1).
+//! kernel (6.1: classic TC, systemd 252), or in a Debian 13 VM with its
+//! 6.12 (TCX, systemd 257: reloads with systemd 253's handshake).
 //!
 //! A command of its own rather than a `vmtest` option: what it boots and
 //! runs has little in common with vmtest's run of the whole suite. It
@@ -38,9 +39,12 @@ use super::{kernel, minutes, output, qemu, step};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The kernel to boot (Debian 12's own by default).
-    #[arg(long, default_value = "6.1", value_parser = clap::builder::PossibleValuesParser::new(series()))]
-    kernel: String,
+    /// The Debian release the VM runs.
+    #[arg(long, default_value = "12", value_parser = clap::builder::PossibleValuesParser::new(releases()))]
+    release: String,
+    /// The kernel to boot (by default the release's own).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(series()))]
+    kernel: Option<String>,
     /// Stop the VM after this long. The tests take about 10 min under
     /// TCG on two idle cores.
     #[arg(long, default_value_t = 40)]
@@ -80,9 +84,17 @@ fn series() -> Vec<&'static str> {
     kernel::KERNELS.iter().map(|k| k.series).collect()
 }
 
+fn releases() -> Vec<&'static str> {
+    rootfs::RELEASES.iter().map(|r| r.version).collect()
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
-    let [kernel] = kernel::select(&args.kernel)?[..] else {
+    let release = *rootfs::RELEASES
+        .iter()
+        .find(|r| r.version == args.release)
+        .context("no such release")?;
+    let [kernel] = kernel::select(args.kernel.as_deref().unwrap_or(release.kernel))?[..] else {
         bail!("one kernel at a time");
     };
     system::ensure(super::TOOLS, "cargo xtask vmtest-package")?;
@@ -105,7 +117,7 @@ pub fn run(args: &Args) -> Result<()> {
     let cache = Cache::open()?;
     let unpacked = kernel::fetch(kernel, &cache)
         .with_context(|| format!("getting kernel {}", kernel.series))?;
-    let (root, base) = rootfs::systemd_image(&cache, &unpacked, &image_files())?;
+    let (root, base) = rootfs::systemd_image(&cache, release, &unpacked, &image_files())?;
     check_depends(&debs[0], &base)?;
     let disk = payload::disk(&dir, |stage| {
         fill_payload(stage, &test, &guest, &debs, args.filter.as_deref())
@@ -114,10 +126,11 @@ pub fn run(args: &Args) -> Result<()> {
 
     let accel = super::accel_for(&mut None, &unpacked)?;
     let qemu = qemu::for_kernel(kernel, accel, &cache)?;
-    let logs = dir.join(kernel.series);
+    let logs = dir.join(format!("debian{}-{}", release.version, kernel.series));
     let timeout = Duration::from_secs(args.timeout_minutes * 60);
     eprintln!(
-        "xtask: vmtest-package: booting {} with systemd ({}, qemu {}), for up to {} min",
+        "xtask: vmtest-package: booting Debian {} on {} with systemd ({}, qemu {}), for up to {} min",
+        release.version,
         unpacked.release,
         accel.name(),
         qemu.version_string(),
@@ -133,6 +146,8 @@ pub fn run(args: &Args) -> Result<()> {
         logs: &logs,
         timeout,
         init: Init::Systemd,
+        disk: kernel.disk,
+        cmdline: "",
     }
     .run();
     super::show_console_tail(&outcome, &logs);
@@ -149,8 +164,8 @@ pub fn run(args: &Args) -> Result<()> {
         other => Err(anyhow::anyhow!("{other}")),
     });
     eprintln!(
-        "\nvmtest-package summary:\n  {} {} ({})  {}  prepared in {}, VM {}, total {}",
-        kernel.series,
+        "\nvmtest-package summary:\n  Debian {} {} ({})  {}  prepared in {}, VM {}, total {}",
+        release.version,
         unpacked.release,
         accel.name(),
         match &verdict {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use super::artifacts::{Artifacts, Executable};
 use super::cache::remove;
+use super::kernel::TOO_OLD_TEST;
 use super::{image, step};
 
 /// Where the init mounts the disk, and how it finds it (init.sh, and
@@ -22,6 +23,12 @@ const LABEL: &str = "mvb-payload";
 /// `env!("CARGO_MANIFEST_DIR")` gave them on the host (the shipped unit
 /// and config, fixtures).
 const NOT_SHIPPED: &[&str] = &[".git", "target", "fuzz"];
+
+/// On the kernel's command line of a kernel older than mvbridge supports:
+/// run.sh then runs only [`kernel::TOO_OLD_TEST`], and tells it so.
+///
+/// [`kernel::TOO_OLD_TEST`]: super::kernel::TOO_OLD_TEST
+pub const TOO_OLD_ARG: &str = "mvb.too_old";
 
 /// What each test binary is run with.
 pub struct TestArgs<'a> {
@@ -120,14 +127,19 @@ fn run_script(tests: &[Executable], args: &TestArgs, workspace: &Path) -> String
         "--color={}",
         if args.color { "always" } else { "never" }
     ));
+    let args = test_args.join(" ");
+    let _ = writeln!(
+        script,
+        "if grep -qw {TOO_OLD_ARG} /proc/cmdline; then\n\
+         \x20   export MVB_KERNEL_TOO_OLD=1\n\
+         \x20   run_test {} {args}\n\
+         else",
+        quote(TOO_OLD_TEST)
+    );
     for test in tests {
-        let _ = writeln!(
-            script,
-            "run_test {} {}",
-            quote(&test.name),
-            test_args.join(" ")
-        );
+        let _ = writeln!(script, "    run_test {} {args}", quote(&test.name));
     }
+    script.push_str("fi\n");
     script
 }
 
@@ -168,8 +180,13 @@ mod tests {
              mkdir -p '/work' && ln -s /vmtest/workspace '/work/main'\n\
              export MVB_BIN_DIR=/vmtest/bin RUST_BACKTRACE=1\n\
              cd /tmp\n\
-             run_test 'packets' 'arp'\\''s' --test-threads=1 --color=never\n\
-             run_test 'ipv4' 'arp'\\''s' --test-threads=1 --color=never\n"
+             if grep -qw mvb.too_old /proc/cmdline; then\n\
+             \x20   export MVB_KERNEL_TOO_OLD=1\n\
+             \x20   run_test 'old_kernels' 'arp'\\''s' --test-threads=1 --color=never\n\
+             else\n\
+             \x20   run_test 'packets' 'arp'\\''s' --test-threads=1 --color=never\n\
+             \x20   run_test 'ipv4' 'arp'\\''s' --test-threads=1 --color=never\n\
+             fi\n"
         );
     }
 }

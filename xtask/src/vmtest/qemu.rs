@@ -90,7 +90,7 @@ pub fn for_kernel(kernel: &Kernel, accel: Accel, cache: &Cache) -> Result<Qemu> 
 
 /// bookworm-backports' qemu-system-x86, unpacked once into the cache.
 fn backports(cache: &Cache) -> Result<Qemu> {
-    let apt = Apt::new(Suite::Backports, cache)?;
+    let apt = Apt::new(Suite::Private(&apt::BACKPORTS), cache)?;
     // qemu-system-data has its option ROMs and keymaps.
     let debs = apt.locate(&["qemu-system-x86", "qemu-system-data"])?;
     let main = debs

@@ -1,4 +1,4 @@
-//! The VM's root disk: a Debian 12 (minbase) tree with the tools the lab
+//! The VM's root disk: a Debian (minbase) tree with the tools the lab
 //! runs, built once with mmdebstrap, plus one kernel's modules and the
 //! init script, as a disk image per kernel. qemu opens it with
 //! `snapshot=on`, so the cached image is never written.
@@ -17,8 +17,8 @@ use super::kernel::Unpacked;
 use super::{image, step};
 
 /// What the tests run (the lab's tools, kmod for modprobe, xz for a
-/// fixture), and systemd for tests that boot it as PID 1 instead of
-/// [`INIT`].
+/// fixture, promtool to lint the metrics), and systemd for tests that
+/// boot it as PID 1 instead of [`INIT`].
 const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -28,12 +28,40 @@ const PACKAGES: &[&str] = &[
     "kmod",
     "procps",
     "xz-utils",
+    "prometheus",
     "systemd",
     "systemd-sysv",
     "dbus",
 ];
 
 const MIRROR: &str = "http://deb.debian.org/debian";
+
+/// A Debian release a root tree is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// What `--release` calls it.
+    pub version: &'static str,
+    pub codename: &'static str,
+    /// The series of its own kernel (in `kernel::KERNELS`): Debian 13's
+    /// 6.12 is the kernel bookworm-backports rebuilds from it.
+    pub kernel: &'static str,
+}
+
+/// The suite's tests run on Debian 12; the package tests on 12 (systemd
+/// 252) and 13 (systemd 257).
+pub const BOOKWORM: Release = Release {
+    version: "12",
+    codename: "bookworm",
+    kernel: "6.1",
+};
+pub const RELEASES: &[Release] = &[
+    BOOKWORM,
+    Release {
+        version: "13",
+        codename: "trixie",
+        kernel: "6.12",
+    },
+];
 
 /// PID 1 by default (`init=`).
 pub const INIT: &str = include_str!("init.sh");
@@ -74,12 +102,18 @@ const UNREAD: &[&str] = &["man", "doc", "info", "locale"];
 
 /// mmdebstrap's command line after the program name, but for the target.
 fn mmdebstrap_args() -> Vec<String> {
-    mmdebstrap_args_for(PACKAGES, UNREAD, &[])
+    mmdebstrap_args_for(BOOKWORM, PACKAGES, UNREAD, &[])
 }
 
-/// The same for `packages`, without the documentation under `excluded`
-/// (dirs of /usr/share), with `hooks` as extra customize hooks.
-fn mmdebstrap_args_for(packages: &[&str], excluded: &[&str], hooks: &[&str]) -> Vec<String> {
+/// The same for a tree of `release` with `packages`, without the
+/// documentation under `excluded` (dirs of /usr/share), with `hooks` as
+/// extra customize hooks.
+fn mmdebstrap_args_for(
+    release: Release,
+    packages: &[&str],
+    excluded: &[&str],
+    hooks: &[&str],
+) -> Vec<String> {
     let mut args = vec![
         "--variant=minbase".to_owned(),
         format!("--include={}", packages.join(",")),
@@ -93,7 +127,7 @@ fn mmdebstrap_args_for(packages: &[&str], excluded: &[&str], hooks: &[&str]) -> 
     // mmdebstrap copies the host's hostname; the VM has its own.
     args.push("--customize-hook=echo mvb-vm > \"$1/etc/hostname\"".to_owned());
     args.extend(hooks.iter().map(|h| format!("--customize-hook={h}")));
-    args.push("bookworm".to_owned());
+    args.push(release.codename.to_owned());
     args
 }
 
@@ -134,18 +168,19 @@ fn base_from(cache: &Cache, name: &str, args: &[String]) -> Result<PathBuf> {
     cache.entry(&format!("rootfs/{name}-{key}"), |tmp| {
         require_root()?;
         step(
-            &format!("building the Debian 12 tree ({name}) with mmdebstrap (once)"),
+            &format!("building the Debian tree ({name}) with mmdebstrap (once)"),
             || crate::run(Command::new("mmdebstrap").args(args).arg(tmp).arg(MIRROR)),
         )
     })
 }
 
 /// The systemd root image of `vmtest-package` for `kernel`: the base tree
-/// of [`SYSTEMD_PACKAGES`] with its man pages, the kernel's modules, and
+/// of `release` with [`SYSTEMD_PACKAGES`] and their man pages, the kernel's modules, and
 /// `files` (path in the tree, contents, mode; symlinks as
 /// [`File::Link`]). Returns the image and the base tree it came from.
 pub fn systemd_image(
     cache: &Cache,
+    release: Release,
     kernel: &Unpacked,
     files: &[(String, File)],
 ) -> Result<(PathBuf, PathBuf)> {
@@ -157,8 +192,8 @@ pub fn systemd_image(
     let excluded: Vec<&str> = UNREAD.iter().copied().filter(|d| *d != "man").collect();
     let base = base_from(
         cache,
-        "systemd-base",
-        &mmdebstrap_args_for(SYSTEMD_PACKAGES, &excluded, &hooks),
+        &format!("systemd-{}", release.codename),
+        &mmdebstrap_args_for(release, SYSTEMD_PACKAGES, &excluded, &hooks),
     )?;
     let mut parts: Vec<Vec<u8>> = vec![
         base.file_name()
@@ -174,7 +209,10 @@ pub fn systemd_image(
     }
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     let key = digest(&refs);
-    let rel = format!("rootfs/systemd-{}-{key}.img", kernel.release);
+    let rel = format!(
+        "rootfs/systemd-{}-{}-{key}.img",
+        release.codename, kernel.release
+    );
     let image = cache.entry(&rel, |tmp| {
         step(
             &format!("building the systemd root image for {}", kernel.release),

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 
 use super::accel::Accel;
 use super::image::ROOT_PARTUUID;
+use super::kernel::Disk;
 use super::qemu::{Qemu, option_path};
 use super::rootfs::INIT_PATH;
 
@@ -32,6 +33,10 @@ pub struct Vm<'a> {
     pub logs: &'a Path,
     pub timeout: Duration,
     pub init: Init,
+    pub disk: Disk,
+    /// More of the kernel's command line, for the init to read in
+    /// /proc/cmdline.
+    pub cmdline: &'a str,
 }
 
 /// What the kernel starts as PID 1.
@@ -45,16 +50,19 @@ pub enum Init {
 }
 
 impl Init {
-    /// The kernel's command line for a root disk booted with this init.
-    fn command_line(self) -> String {
+    /// The kernel's command line for a root disk booted with this init,
+    /// ending in `extra`.
+    fn command_line(self, extra: &str) -> String {
         let init = match self {
             Init::Script => format!(" init={INIT_PATH}"),
             Init::Systemd => String::new(),
         };
         format!(
             "console=ttyS0 root=PARTUUID={ROOT_PARTUUID} rootwait rw rootfstype=ext4{init} \
-             panic=-1 loglevel=4 mitigations=off"
+             panic=-1 loglevel=4 mitigations=off {extra}"
         )
+        .trim_end()
+        .to_owned()
     }
 }
 
@@ -194,20 +202,19 @@ impl Vm<'_> {
             .arg("-kernel")
             .arg(self.vmlinuz)
             .arg("-append")
-            .arg(self.init.command_line())
-            // The cloud kernel has NVMe built in (virtio-blk is a module).
+            .arg(self.init.command_line(self.cmdline))
             .arg("-drive")
             .arg(format!(
                 "file={},if=none,id=root,format=raw,snapshot=on",
                 option_path(self.root)
             ))
-            .args(["-device", "nvme,drive=root,serial=root"])
+            .args(self.disk.device("root", 0))
             .arg("-drive")
             .arg(format!(
                 "file={},if=none,id=payload,format=raw,readonly=on",
                 option_path(self.payload)
             ))
-            .args(["-device", "nvme,drive=payload,serial=payload"])
+            .args(self.disk.device("payload", 1))
             .arg("-chardev")
             .arg(format!("file,id=console,path={}", option_path(console)))
             .args(["-serial", "chardev:console", "-serial", "stdio"])
@@ -218,6 +225,19 @@ impl Vm<'_> {
             .stderr(Stdio::piped());
         eprintln!("xtask: {}", crate::display(&cmd));
         cmd.spawn().context("cannot start qemu")
+    }
+}
+
+impl Disk {
+    /// The `-device` option for drive `id`, the `index`th disk. Both
+    /// disks are found by PARTUUID and label, never by device name.
+    fn device(self, id: &str, index: u8) -> [String; 2] {
+        let device = match self {
+            Disk::Nvme => format!("nvme,drive={id},serial={id}"),
+            // One disk per IDE bus: the PIIX has two.
+            Disk::Ide => format!("ide-hd,drive={id},bus=ide.{index},unit=0"),
+        };
+        ["-device".to_owned(), device]
     }
 }
 
@@ -363,9 +383,10 @@ mod tests {
 
     #[test]
     fn systemd_boots_the_image_init_and_the_script_its_own() {
-        let script = Init::Script.command_line();
+        let script = Init::Script.command_line("");
         assert!(script.contains(" init=/sbin/vmtest-init "), "{script}");
-        let systemd = Init::Systemd.command_line();
+        assert!(!script.ends_with(' '), "{script:?}");
+        let systemd = Init::Systemd.command_line("");
         assert!(!systemd.contains("init="), "{systemd}");
         assert!(systemd.starts_with("console=ttyS0 root=PARTUUID=6d766272-01 "));
         assert_eq!(
@@ -373,6 +394,8 @@ mod tests {
             systemd,
             "the two differ in the init only"
         );
+        let more = Init::Script.command_line("mvb.too_old");
+        assert_eq!(more, format!("{script} mvb.too_old"));
     }
 
     #[test]
