@@ -211,8 +211,9 @@ impl Vm<'_> {
             .args(self.disk.device("root", 0))
             .arg("-drive")
             .arg(format!(
-                "file={},if=none,id=payload,format=raw,readonly=on",
-                option_path(self.payload)
+                "file={},if=none,id=payload,format=raw,{}",
+                option_path(self.payload),
+                self.disk.read_only()
             ))
             .args(self.disk.device("payload", 1))
             .arg("-chardev")
@@ -238,6 +239,15 @@ impl Disk {
             Disk::Ide => format!("ide-hd,drive={id},bus=ide.{index},unit=0"),
         };
         ["-device".to_owned(), device]
+    }
+
+    /// The drive option that keeps the payload as it is. qemu's IDE disks
+    /// refuse a read-only drive: writes go to a throw-away overlay instead.
+    fn read_only(self) -> &'static str {
+        match self {
+            Disk::Nvme => "readonly=on",
+            Disk::Ide => "snapshot=on",
+        }
     }
 }
 
