@@ -57,11 +57,19 @@ pub enum Hook {
 /// defined (IPv4 in the first four, the rest zero; `family` 0: none). An
 /// enum or an `Option` here would leave bytes undefined, and the compiler
 /// may copy those; the verifier refuses to read them.
+///
+/// The same goes for padding: this type and the verdict types below are
+/// `repr(C)` with no padding at all (fields wide enough to fill every
+/// gap, checked by [`no_padding`] at compile time). Ubuntu 22.04's 5.15
+/// refused a copy of a `Decision` that read its padding ("invalid read
+/// from stack": a read of uninitialised stack), which Debian's 5.10, 6.1
+/// and 6.18 let pass: only the kernels themselves tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Addr {
-    /// 4, 6, or 0 for no address.
-    pub family: u8,
     pub bytes: [u8; 16],
+    /// 4, 6, or 0 for no address.
+    pub family: u32,
 }
 
 impl Addr {
@@ -115,9 +123,9 @@ impl Addr {
     }
 }
 
-/// How a steered frame moves on.
+/// How a steered frame moves on (as wide as a `u32`: see [`Addr`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
+#[repr(u32)]
 pub enum Action {
     /// Into `ifindex`'s ingress: its stack (the host) or its guest
     /// (a macvtap) receives it.
@@ -131,25 +139,26 @@ pub enum Action {
 }
 
 /// Where a steered frame goes. Plain data with every byte defined (see
-/// [`Addr`]): no `Option`, no enum with a payload.
+/// [`Addr`]): no `Option`, no enum with a payload, no padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Redirect {
     /// Link that takes the frame (unused for `Action::Continue`).
     pub ifindex: u32,
     pub action: Action,
-    /// False for the shim's relay of frames a VM hook already counted.
-    pub count: bool,
-    /// Rewrite the destination MAC to `dst_mac` first: the frame was
-    /// addressed elsewhere (e.g. to the gateway by a guest with a /32 and
-    /// an on-link default route).
-    pub rewrite: bool,
-    pub dst_mac: Mac,
     pub path: Path,
     pub proto: Proto,
     /// Per-VM counter slots of the receiver and the sender (`NO_SLOT`: the
     /// host).
     pub to_slot: u32,
     pub from_slot: u32,
+    pub dst_mac: Mac,
+    /// False for the shim's relay of frames a VM hook already counted.
+    pub count: bool,
+    /// Rewrite the destination MAC to `dst_mac` first: the frame was
+    /// addressed elsewhere (e.g. to the gateway by a guest with a /32 and
+    /// an on-link default route).
+    pub rewrite: bool,
 }
 
 impl Redirect {
@@ -167,9 +176,9 @@ impl Redirect {
     };
 }
 
-/// What happens to a frame.
+/// What happens to a frame (as wide as a `u32`: see [`Addr`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
+#[repr(u32)]
 pub enum Fate {
     /// Not ours: continue as if no program were attached.
     Pass,
@@ -182,6 +191,7 @@ pub enum Fate {
 /// A frame's fate with what it needs; fields a fate does not use hold
 /// fixed placeholders, so equal verdicts compare equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Verdict {
     pub fate: Fate,
     pub reason: DropReason,
@@ -216,6 +226,7 @@ impl Verdict {
 /// that no table knows yet and that it may come to own (a link-local one,
 /// or one within its `learn` prefixes; else `Addr::NONE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Decision {
     pub verdict: Verdict,
     pub learn: Addr,
@@ -223,6 +234,17 @@ pub struct Decision {
     /// have no VM for).
     pub sender: u32,
 }
+
+/// Every byte of the verdict types is a field's (see [`Addr`]): each
+/// size is the sum of its fields' sizes.
+const fn no_padding() {
+    use core::mem::size_of;
+    assert!(size_of::<Addr>() == 16 + 4);
+    assert!(size_of::<Redirect>() == 6 * 4 + size_of::<Mac>() + 2);
+    assert!(size_of::<Verdict>() == 4 + 4 + size_of::<Redirect>());
+    assert!(size_of::<Decision>() == size_of::<Verdict>() + size_of::<Addr>() + 4);
+}
+const _: () = no_padding();
 
 impl Decision {
     pub const PASS: Decision = Decision::just(Verdict::PASS);

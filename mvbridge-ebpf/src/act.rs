@@ -147,7 +147,7 @@ fn count(ctx: &TcContext, r: &Redirect) {
 fn report(ifindex: u32, addr: Addr) {
     let event = LearnEvent {
         ifindex,
-        family: u32::from(addr.family),
+        family: addr.family,
         addr: addr.bytes,
     };
     // SAFETY: plain helper call.
