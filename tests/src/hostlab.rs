@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::Result;
 
 use crate::guest::Guest;
-use crate::lab::{UPLINK, VmSpec, WIRE, stock_config};
+use crate::lab::{UPLINK, VmSpec, WIRE, spec_index, stock_config};
 use crate::netns::Netns;
 use crate::sh;
 
@@ -186,19 +186,11 @@ impl HostLab {
     }
 
     pub fn spec(&self, key: &str) -> &VmSpec {
-        self.specs
-            .iter()
-            .find(|s| s.key == key)
-            .unwrap_or_else(|| panic!("no VM {key} in this lab"))
+        &self.specs[spec_index(&self.specs, key)]
     }
 
     pub fn guest(&self, key: &str) -> &Netns {
-        let i = self
-            .specs
-            .iter()
-            .position(|s| s.key == key)
-            .unwrap_or_else(|| panic!("no VM {key} in this lab"));
-        &self.guest_ns[i]
+        &self.guest_ns[spec_index(&self.specs, key)]
     }
 }
 

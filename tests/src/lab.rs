@@ -257,19 +257,11 @@ impl Lab {
     }
 
     pub fn spec(&self, key: &str) -> &VmSpec {
-        self.specs
-            .iter()
-            .find(|s| s.key == key)
-            .unwrap_or_else(|| panic!("no VM {key} in this lab"))
+        &self.specs[spec_index(&self.specs, key)]
     }
 
     pub fn guest(&self, key: &str) -> &Netns {
-        let i = self
-            .specs
-            .iter()
-            .position(|s| s.key == key)
-            .unwrap_or_else(|| panic!("no VM {key} in this lab"));
-        &self.guest_ns[i]
+        &self.guest_ns[spec_index(&self.specs, key)]
     }
 
     /// Starts the emulator for VM `key` on its macvtap (which must exist)
@@ -493,6 +485,14 @@ pub fn attach_mode() -> String {
 /// symbol table. Tests of TCX itself say so and skip that part when not.
 pub fn kernel_has_tcx() -> bool {
     std::fs::read_to_string("/proc/kallsyms").is_ok_and(|s| s.contains(" tcx_prog_attach"))
+}
+
+/// Where VM `key` is in `specs` (and in the lists kept in step with it).
+pub fn spec_index(specs: &[VmSpec], key: &str) -> usize {
+    specs
+        .iter()
+        .position(|s| s.key == key)
+        .unwrap_or_else(|| panic!("no VM {key} in this lab"))
 }
 
 /// A guest's stock network config, as its installer wrote it: eth0 up with
