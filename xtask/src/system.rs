@@ -53,12 +53,12 @@ pub fn ensure(tools: &[Tool], why: &str) -> Result<()> {
     }
     if !on_path("apt-get") {
         bail!(
-            "{why} needs these packages, and this machine has no apt-get to install them: {}",
+            "this machine has no apt-get to install what {why} needs: {}",
             missing.join(" ")
         );
     }
     eprintln!(
-        "xtask: installing {} with apt-get ({why} needs them)",
+        "xtask: installing {} with apt-get, for {why}",
         missing.join(" ")
     );
     run(apt().args(["update", "-q"]))?;
