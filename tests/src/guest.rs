@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -51,28 +51,36 @@ impl Guest {
         if unsafe { libc::mknod(c_node.as_ptr(), libc::S_IFCHR | 0o600, dev) } != 0 {
             return Err(std::io::Error::last_os_error()).context("mknod for the tap device");
         }
-        let mut cmd = std::process::Command::new(bins::path("mvb-guest")?);
+        let mut cmd = Command::new(bins::path("mvb-guest")?);
         cmd.args(["--dev", &node.display().to_string(), "--netns", &guest.name]);
         if vnet_hdr {
             cmd.arg("--vnet-hdr");
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting mvb-guest")?;
-        let stdout = child.stdout.take().context("mvb-guest stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            bail!("mvb-guest for {ifname} did not start: {line:?}");
-        }
         Ok(Guest {
             key: spec.key,
-            child,
+            child: spawn_until_ready(cmd, ifname)?,
         })
     }
+}
+
+/// Spawns `mvb-guest` and waits for its "ready": its side of the link is
+/// open and eth0 exists in the guest's namespace. `link` names what it
+/// serves, for the error.
+pub fn spawn_until_ready(mut cmd: Command, link: &str) -> Result<Child> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting mvb-guest")?;
+    let stdout = child.stdout.take().context("mvb-guest stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("mvb-guest for {link} did not start: {line:?}");
+    }
+    Ok(child)
 }
 
 impl Drop for Guest {

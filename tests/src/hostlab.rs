@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::Result;
 
 use crate::guest::Guest;
-use crate::lab::{UPLINK, VmSpec, WIRE, spec_index, stock_config};
+use crate::lab::{UPLINK, VmSpec, WIRE, boot_guest, replace_guest, spec_index, stock_config};
 use crate::netns::Netns;
 use crate::sh;
 
@@ -151,11 +151,8 @@ impl HostLab {
     pub fn start_guest(&mut self, key: &str) -> Result<()> {
         let spec = self.spec(key).clone();
         let ns = self.guest(key);
-        let guest = Guest::start(&self.host, &spec, ns, &self.dir)?;
-        ns.ipw(&format!("link set eth0 address {}", spec.mac))?;
-        stock_config(ns, &spec)?;
-        self.guests.retain(|g| g.key != key);
-        self.guests.push(guest);
+        let guest = boot_guest(&self.host, &spec, ns, &self.dir, false)?;
+        replace_guest(&mut self.guests, guest);
         Ok(())
     }
 

@@ -63,6 +63,30 @@ pub struct VmSpec {
     pub kernel: bool,
 }
 
+impl VmSpec {
+    /// A kernel guest (a container's macvlan, reached through the shim) at
+    /// 203.0.113.`last`/`prefix` and 2001:db8:0:1::(0x100 + `last`)/`prefix6`.
+    pub fn kernel_guest(
+        key: &'static str,
+        mac: &'static str,
+        last: u8,
+        prefix: u8,
+        prefix6: u8,
+    ) -> VmSpec {
+        VmSpec {
+            key,
+            interface: "eth0".into(),
+            mac,
+            addr: Ipv4Addr::new(203, 0, 113, last),
+            prefix,
+            addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100 + u16::from(last)),
+            prefix6,
+            created_by_mvbridge: false,
+            kernel: true,
+        }
+    }
+}
+
 pub fn public_vms() -> Vec<VmSpec> {
     vec![
         VmSpec {
@@ -275,11 +299,8 @@ impl Lab {
     pub fn start_guest_with(&mut self, key: &str, vnet_hdr: bool) -> Result<()> {
         let spec = self.spec(key).clone();
         let ns = self.guest(key);
-        let guest = Guest::start_with(&self.host, &spec, ns, &self.dir, vnet_hdr)?;
-        ns.ipw(&format!("link set eth0 address {}", spec.mac))?;
-        stock_config(ns, &spec)?;
-        self.guests.retain(|g| g.key != key);
-        self.guests.push(guest);
+        let guest = boot_guest(&self.host, &spec, ns, &self.dir, vnet_hdr)?;
+        replace_guest(&mut self.guests, guest);
         Ok(())
     }
 
@@ -493,6 +514,28 @@ pub fn spec_index(specs: &[VmSpec], key: &str) -> usize {
         .iter()
         .position(|s| s.key == key)
         .unwrap_or_else(|| panic!("no VM {key} in this lab"))
+}
+
+/// Starts the guest emulator on `spec`'s macvtap and configures its eth0
+/// as the guest's installer would have: its MAC, then the stock config.
+pub fn boot_guest(
+    host: &Netns,
+    spec: &VmSpec,
+    ns: &Netns,
+    dir: &std::path::Path,
+    vnet_hdr: bool,
+) -> Result<Guest> {
+    let guest = Guest::start_with(host, spec, ns, dir, vnet_hdr)?;
+    ns.ipw(&format!("link set eth0 address {}", spec.mac))?;
+    stock_config(ns, spec)?;
+    Ok(guest)
+}
+
+/// A lab's running guests hold one emulator per VM: a restarted one
+/// replaces (and so stops) the one before.
+pub fn replace_guest(guests: &mut Vec<Guest>, guest: Guest) {
+    guests.retain(|g| g.key != guest.key);
+    guests.push(guest);
 }
 
 /// A guest's stock network config, as its installer wrote it: eth0 up with

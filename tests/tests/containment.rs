@@ -45,17 +45,7 @@ fn book(lab: &Lab) -> Book {
 }
 
 fn kernel_guest() -> VmSpec {
-    VmSpec {
-        key: "k",
-        interface: "eth0".into(),
-        mac: "52:54:00:00:00:d4",
-        addr: std::net::Ipv4Addr::new(203, 0, 113, 164),
-        prefix: 26,
-        addr6: Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x164),
-        prefix6: 64,
-        created_by_mvbridge: false,
-        kernel: true,
-    }
+    VmSpec::kernel_guest("k", "52:54:00:00:00:d4", 164, 26, 64)
 }
 
 /// A lab whose host takes router advertisements (as a host with SLAAC

@@ -10,25 +10,11 @@ use mvbridge_tests::matrix::{Family, render};
 use mvbridge_tests::traffic::{connect, listen, ping};
 use mvbridge_tests::wire::WireTap;
 
-fn kernel(key: &'static str, mac: &'static str, last: u8, prefix: u8, prefix6: u8) -> VmSpec {
-    VmSpec {
-        key,
-        interface: "eth0".into(),
-        mac,
-        addr: std::net::Ipv4Addr::new(203, 0, 113, last),
-        prefix,
-        addr6: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100 + u16::from(last)),
-        prefix6,
-        created_by_mvbridge: false,
-        kernel: true,
-    }
-}
-
 fn lab_with_kernel_guests() -> Lab {
     let mut lab = Lab::hosted().unwrap();
-    lab.add_kernel_guest(kernel("k", "52:54:00:00:00:d4", 164, 26, 64))
+    lab.add_kernel_guest(VmSpec::kernel_guest("k", "52:54:00:00:00:d4", 164, 26, 64))
         .unwrap();
-    lab.add_kernel_guest(kernel("j", "52:54:00:00:00:d6", 166, 32, 128))
+    lab.add_kernel_guest(VmSpec::kernel_guest("j", "52:54:00:00:00:d6", 166, 32, 128))
         .unwrap();
     lab
 }

@@ -467,17 +467,7 @@ fn start_reload_restart_and_stop_keep_the_datapath_forwarding() {
 #[test]
 #[ignore = "needs the VM of `cargo xtask vmtest-package` (systemd as PID 1)"]
 fn a_netns_vm_goes_live_under_the_units_sandbox() {
-    let kernel_guest = |key, mac, last| VmSpec {
-        key,
-        interface: "eth0".into(),
-        mac,
-        addr: std::net::Ipv4Addr::new(203, 0, 113, last),
-        prefix: 26,
-        addr6: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100 + u16::from(last)),
-        prefix6: 64,
-        created_by_mvbridge: false,
-        kernel: true,
-    };
+    let kernel_guest = |key, mac, last| VmSpec::kernel_guest(key, mac, last, 26, 64);
     let mut vm = Vm::with_lab(HostLab::new(Vec::new()).unwrap());
     vm.lab_mut()
         .add_kernel_guest(kernel_guest("k", "52:54:00:00:00:d4", 164))

@@ -12,17 +12,7 @@ use mvbridge_tests::netns::Netns;
 const SECOND: Duration = Duration::from_secs(1);
 
 fn kernel_guest(key: &'static str, mac: &'static str, last: u8) -> VmSpec {
-    VmSpec {
-        key,
-        interface: "eth0".into(),
-        mac,
-        addr: std::net::Ipv4Addr::new(203, 0, 113, last),
-        prefix: 26,
-        addr6: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100 + u16::from(last)),
-        prefix6: 64,
-        created_by_mvbridge: false,
-        kernel: true,
-    }
+    VmSpec::kernel_guest(key, mac, last, 26, 64)
 }
 
 fn state(status: &serde_json::Value, vm: &str) -> (String, String) {

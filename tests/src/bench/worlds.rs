@@ -339,25 +339,11 @@ pub fn routed_link(g: Guest) -> String {
 /// Starts the guest emulator on a tap named `dev` in `host` (what qemu's
 /// `-netdev tap` makes), its guest side as eth0 in `guest`.
 fn start_tap_guest(host: &Netns, dev: &str, guest: &Netns) -> Result<Child> {
-    use std::io::BufRead;
-    let mut child = host
-        .command(
-            crate::bins::path("mvb-guest")?
-                .to_str()
-                .context("utf-8 path")?,
-        )?
-        .args(["--tap", dev, "--netns", &guest.name, "--vnet-hdr"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting mvb-guest")?;
-    let stdout = child.stdout.take().context("mvb-guest stdout")?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    if line.trim() != "ready" {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("mvb-guest on tap {dev} did not start: {line:?}");
-    }
-    Ok(child)
+    let mut cmd = host.command(
+        crate::bins::path("mvb-guest")?
+            .to_str()
+            .context("utf-8 path")?,
+    )?;
+    cmd.args(["--tap", dev, "--netns", &guest.name, "--vnet-hdr"]);
+    crate::guest::spawn_until_ready(cmd, &format!("tap {dev}"))
 }
