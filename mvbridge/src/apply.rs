@@ -120,7 +120,7 @@ impl Applier {
                 .vms
                 .iter()
                 .find(|v| &v.name == name)
-                .ok_or_else(|| Error::Unfit(format!("the plan creates unknown VM {name:?}")))?;
+                .ok_or_else(|| Error::UnplannedVm { name: name.clone() })?;
             let (Some(ifname), Some(mac)) = (&vm.interface, vm.mac) else {
                 return Err(Error::Unfit(format!(
                     "[[vm]] {name:?}: create = true needs interface and mac"
@@ -169,8 +169,8 @@ impl Applier {
             let key = vm.hook().expect("a live VM has a hook");
             let nl = observer
                 .netlink_in(vm.netns.as_deref())
-                .ok_or_else(|| {
-                    Error::Unfit(format!("lost the connection into netns {:?}", vm.netns))
+                .ok_or_else(|| Error::NetnsLost {
+                    netns: vm.netns.clone().unwrap_or_default(),
                 })?
                 .clone();
             self.hook(&key, link, &nl, ns, pass, &mut out).await?;
@@ -310,9 +310,14 @@ impl Applier {
             }
             let nl = observer.netlink_in(found.key.at.netns()).cloned();
             match self.hooks.remove(&found, nl.as_ref()).await {
-                Ok(_) => {
+                Ok(true) => {
                     tracing::info!(hook = %found.key, mode = found.mode.name(), "hook removed");
                     out.detached.push(found.key);
+                }
+                // Gone with its link (or its namespace): only its record
+                // or pin was left, and that is gone now.
+                Ok(false) => {
+                    tracing::debug!(hook = %found.key, mode = found.mode.name(), "forgot a hook that was already gone");
                 }
                 Err(e) => tracing::warn!(
                     hook = %found.key,

@@ -10,10 +10,10 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr, VmOrigin};
 use crate::datapath::Role;
+use crate::error::Error;
 use crate::hooks::{AttachMode, LinkAt, tc};
 use crate::learning::Learnt;
 use crate::libvirt::{self, view};
-use crate::maps::PinnedMaps;
 use crate::netlink::Netlink;
 use crate::plan::{self, ShimState, VmPlan, VmState};
 use crate::preflight;
@@ -110,9 +110,9 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
     let config = match &config.libvirt {
         Some(settings) => {
             f.section("libvirt");
-            let view = view::look(&config, settings, &report::host_addresses(&config, &world));
+            let view = view::look(&config, settings, &plan::host_addresses(&config, &world));
             match (libvirt::loadable(), view.source) {
-                (Err(e), _) => f.fail(e.to_string()),
+                (Err(e), _) => f.fail(crate::errno::chain(&e)),
                 (Ok(()), view::Source::Libvirt) => f.ok(view.summary()),
                 (Ok(()), _) => f.warn(view.summary()),
             }
@@ -143,9 +143,23 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
         None => config,
     };
     let pins = PinDir::new(&config.bpffs);
-    let learnt = PinnedMaps::open(&pins)
-        .map(|m| Learnt::recover(&config, &m))
-        .unwrap_or_default();
+    // What the running daemon learnt: the plan keeps it.
+    let learnt = match report::pinned(&config) {
+        Ok(pinned) => pinned.map(|p| p.learnt).unwrap_or_default(),
+        Err(e) => {
+            let why = format!(
+                "cannot read the pinned maps, so the plan below leaves out what VMs learnt: {}",
+                crate::errno::chain(&e)
+            );
+            // run refuses incompatible pins too; an older layout it
+            // carries over, and the rest is this process's to read.
+            match e {
+                Error::Incompatible { .. } => f.fail(why),
+                _ => f.warn(why),
+            }
+            Learnt::default()
+        }
+    };
     f.section("uplink");
     let plan = match plan::plan(&config, &world, &learnt) {
         Ok(p) => p,
@@ -310,16 +324,15 @@ pub async fn check(config_path: &Path) -> Result<ExitCode> {
                 vm.name,
                 declared_by(&config, &vm.name)
             )),
-            VmState::Unfit(why) => f.fail(why),
+            VmState::Unfit { reason } => f.fail(reason),
         }
     }
     for problem in &plan.problems {
         f.fail(problem);
     }
-    f.plan(format!(
-        "attach mvb_uplink to {up} egress, mvb_shim and mvb_shim_in to {}, mvb_vm to each VM's link",
-        config.shim.name
-    ));
+    for hook in plan.hooks(&config) {
+        f.plan(format!("attach {hook} ({})", hook.side()));
+    }
     finish(f)
 }
 

@@ -1,6 +1,5 @@
 //! `mvbridge run` and `mvbridge down`: the daemon around the reconcile loop.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -10,12 +9,14 @@ use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::apply::Pass;
+use crate::apply::{Outcome, Pass};
 use crate::config::Config;
+use crate::libvirt::declare::Declaration;
 use crate::libvirt::follow::Follower;
 use crate::netlink::Netlink;
 use crate::reconcile::Reconciler;
-use crate::{metrics, notify, preflight, teardown, watch};
+use crate::world::Observer;
+use crate::{metrics, notify, plan, preflight, teardown, watch};
 
 /// How long a burst of netlink events (a link comes with several
 /// NEWLINKs) is let settle before the pass that handles it.
@@ -44,7 +45,13 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     let mut libvirt = config.libvirt.as_ref().map(Follower::start).transpose()?;
     let config = match libvirt.as_mut() {
         Some(f) => {
-            let decl = f.declare(&base, &host_addresses(&base, &nl).await);
+            // The loop's own look at the world comes with it, below; this
+            // one is only for the host's addresses.
+            let world = Observer::new(nl.clone())
+                .observe(&base)
+                .await
+                .context("reading the host's addresses")?;
+            let decl = f.declare(&base, &plan::host_addresses(&base, &world));
             let merged = decl.merged_into(&base);
             f.settle(&decl);
             merged
@@ -111,17 +118,17 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
             _ = tick.tick() => {
                 pass(&mut rec, Pass::Full, Instant::now(), &mut live).await;
                 if libvirt_pending && let Some(f) = libvirt.as_mut() {
-                    libvirt_pending = !redeclare(&mut rec, f, &base, &nl, &shared, &mut live, Instant::now()).await;
+                    libvirt_pending = !redeclare(&mut rec, f, &base, &shared, &mut live, Instant::now()).await;
                 }
             }
             _ = hup.recv() => {
-                reload(&mut rec, config_path, &mut base, libvirt.as_mut(), &nl, &shared, &mut live).await;
+                reload(&mut rec, config_path, &mut base, libvirt.as_mut(), &shared, &mut live).await;
             }
             update = async { libvirt.as_mut().expect("guarded").next().await }, if libvirt.is_some() => {
                 let seen = Instant::now();
                 let f = libvirt.as_mut().expect("guarded");
                 f.apply(update);
-                libvirt_pending = !redeclare(&mut rec, f, &base, &nl, &shared, &mut live, seen).await;
+                libvirt_pending = !redeclare(&mut rec, f, &base, &shared, &mut live, seen).await;
             }
             guard = async { ring.as_mut().expect("guarded").readable_mut().await }, if ring.is_some() => {
                 let seen = Instant::now();
@@ -214,34 +221,13 @@ async fn reload(
     config_path: &Path,
     base: &mut Config,
     libvirt: Option<&mut Follower>,
-    nl: &Netlink,
     shared: &Arc<RwLock<Config>>,
     live: &mut Vec<(String, u32)>,
 ) {
     notify::reloading();
-    let loaded = Config::load(config_path).map_err(crate::error::Error::from);
-    let applied = match loaded {
-        Ok(new) if new.libvirt != base.libvirt => Err(crate::error::Error::Unfit(
-            "[libvirt] changed: that takes a restart, not a reload".into(),
-        )),
-        Ok(new) => {
-            let (merged, decl) = match libvirt {
-                Some(f) => {
-                    let decl = f.declare(&new, &host_addresses(&new, nl).await);
-                    (decl.merged_into(&new), Some((f, decl)))
-                }
-                None => (new.clone(), None),
-            };
-            let out = rec.reload(merged).await;
-            if out.is_ok() {
-                *base = new;
-                if let Some((f, decl)) = decl {
-                    f.settle(&decl);
-                }
-            }
-            out
-        }
-        Err(e) => Err(e),
+    let applied = match Config::load(config_path) {
+        Ok(new) => reload_config(rec, new, base, libvirt).await,
+        Err(e) => Err(e.into()),
     };
     match applied {
         Ok(_) => {
@@ -259,25 +245,66 @@ async fn reload(
     notify::send("READY=1");
 }
 
+/// Applies `new`, with the VMs libvirt declares against it; on success
+/// it becomes the `base`.
+async fn reload_config(
+    rec: &mut Reconciler,
+    new: Config,
+    base: &mut Config,
+    libvirt: Option<&mut Follower>,
+) -> crate::error::Result<Outcome> {
+    if new.libvirt != base.libvirt {
+        return Err(crate::error::Error::NeedsRestart { what: "[libvirt]" });
+    }
+    let (merged, decl) = match libvirt {
+        Some(f) => {
+            let decl = declare(rec, &mut *f, &new).await?;
+            (decl.merged_into(&new), Some((f, decl)))
+        }
+        None => (new.clone(), None),
+    };
+    let out = rec.reload(merged).await?;
+    *base = new;
+    if let Some((f, decl)) = decl {
+        f.settle(&decl);
+    }
+    Ok(out)
+}
+
+/// What libvirt declares against `config`, and the host's addresses as
+/// the plan takes them from a look at the world now.
+async fn declare(
+    rec: &mut Reconciler,
+    libvirt: &mut Follower,
+    config: &Config,
+) -> crate::error::Result<Declaration> {
+    let world = rec.observe(config).await?;
+    Ok(libvirt.declare(config, &plan::host_addresses(config, &world)))
+}
+
 /// Applies what libvirt declares now, if it changed anything; true when
 /// done (false: tried again at the next resync).
 async fn redeclare(
     rec: &mut Reconciler,
     libvirt: &mut Follower,
     base: &Config,
-    nl: &Netlink,
     shared: &Arc<RwLock<Config>>,
     live: &mut Vec<(String, u32)>,
     since: Instant,
 ) -> bool {
-    let decl = libvirt.declare(base, &host_addresses(base, nl).await);
-    let merged = decl.merged_into(base);
-    if merged == *rec.config() {
-        libvirt.settle(&decl);
-        return true;
-    }
-    match rec.redeclare(merged).await {
-        Ok(out) => {
+    let declared = match declare(rec, libvirt, base).await {
+        Ok(decl) => {
+            let merged = decl.merged_into(base);
+            if merged == *rec.config() {
+                libvirt.settle(&decl);
+                return true;
+            }
+            rec.redeclare(merged).await.map(|out| (decl, out))
+        }
+        Err(e) => Err(e),
+    };
+    match declared {
+        Ok((decl, out)) => {
             libvirt.settle(&decl);
             if let Ok(mut c) = shared.write() {
                 *c = rec.config().clone();
@@ -319,18 +346,6 @@ fn went_live(rec: &Reconciler, live: &mut Vec<(String, u32)>, took: Option<u64>)
         }
     }
     *live = now;
-}
-
-/// The host's addresses, as the plan will take them: configured, or the
-/// uplink's own (none while there is no uplink).
-async fn host_addresses(config: &Config, nl: &Netlink) -> Vec<IpAddr> {
-    if let Some(list) = &config.host_addresses {
-        return list.clone();
-    }
-    match nl.link_by_name(&config.uplink).await {
-        Ok(Some(uplink)) => nl.addresses(uplink.index).await.unwrap_or_default(),
-        _ => Vec::new(),
-    }
 }
 
 pub async fn down(config_path: &Path) -> Result<ExitCode> {

@@ -100,11 +100,13 @@ impl Datapath {
                 ours.push((role, prog));
             }
         }
-        if ours.len() != Role::ALL.len() {
-            return Err(Error::Unfit(format!(
-                "the eBPF object lacks some of {:?}",
-                Role::ALL.map(Role::program)
-            )));
+        if let Some(role) = Role::ALL
+            .into_iter()
+            .find(|r| !ours.iter().any(|(have, _)| have == r))
+        {
+            return Err(Error::NoProgram {
+                name: role.program().to_owned(),
+            });
         }
         std::thread::scope(|scope| {
             let loads: Vec<_> = ours
@@ -187,7 +189,9 @@ impl Datapath {
 }
 
 fn program<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut SchedClassifier> {
-    let missing = || Error::Unfit(format!("the embedded object has no program {name}"));
+    let missing = || Error::NoProgram {
+        name: name.to_owned(),
+    };
     ebpf.program_mut(name)
         .ok_or_else(missing)?
         .try_into()

@@ -47,6 +47,65 @@ pub enum Error {
     #[error("{0}")]
     Unfit(String),
 
+    /// A setting the running daemon cannot change in place.
+    #[error("{what} changed: that takes a restart, not a reload")]
+    NeedsRestart { what: &'static str },
+
+    /// Passes kept finding links created or changed under them.
+    #[error(
+        "links kept changing under mvbridge for {rounds} rounds; trying again on the next change"
+    )]
+    Unsettled { rounds: usize },
+
+    /// The plan names a VM the config it was made from does not have.
+    #[error("the plan creates unknown VM {name:?}")]
+    UnplannedVm { name: String },
+
+    /// The connection into a VM's namespace went away between the look at
+    /// the world and applying the plan.
+    #[error("lost the connection into netns {netns:?}")]
+    NetnsLost { netns: String },
+
+    /// The eBPF object embedded in this binary lacks one of the programs.
+    #[error("the embedded eBPF object has no program {name}")]
+    NoProgram { name: String },
+
+    /// A hook's name does not fit the record map's key.
+    #[error(
+        "the hook name {name:?} is longer than {max} bytes (a shorter netns or interface name helps)"
+    )]
+    HookNameTooLong { name: String, max: usize },
+
+    /// A hook attached as a classic filter has nowhere to be recorded.
+    #[error("no record map pinned to record {hook} in")]
+    NoHookRecords { hook: crate::hooks::HookKey },
+
+    /// A pinned map of layout `from` has no rule to carry it into this
+    /// binary's layout.
+    #[error(
+        "this mvbridge cannot carry map {map} of layout {from} over (it knows layout 1); run `mvbridge down` first"
+    )]
+    NoMigration { map: &'static str, from: u32 },
+
+    /// A pinned map's entries changed shape with no conversion for them.
+    #[error("{map}: {change} without a conversion")]
+    Unconvertible { map: &'static str, change: String },
+
+    /// The only maps pinned are an older mvbridge's, which this binary
+    /// reads only once its daemon has carried them over.
+    #[error(
+        "{path} holds map layout {found}, an older mvbridge's; this one reads layout {wanted} once its daemon starts and carries the maps over"
+    )]
+    OlderLayout {
+        path: PathBuf,
+        found: u32,
+        wanted: u32,
+    },
+
+    /// Loading libvirt, or a call into it.
+    #[error(transparent)]
+    Libvirt(#[from] crate::libvirt::LibvirtError),
+
     #[error(
         "{path} was pinned by an incompatible mvbridge version ({found}; this one needs {wanted}); run `mvbridge down` (a short outage) and start again"
     )]

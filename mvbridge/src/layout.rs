@@ -19,6 +19,7 @@ use mvbridge_common::maps::{VMLINK_PRESENT, VmLink};
 
 use crate::bpffs::PinDir;
 use crate::error::{Error, Result};
+use crate::maps::PinnedMaps;
 use crate::rawmap as raw;
 
 /// What a start finds pinned, and so what it does.
@@ -49,6 +50,32 @@ pub fn start(pins: &PinDir) -> Result<Start> {
         None if found.contains(&abi::LAYOUT) => Start::Adopt,
         None => Start::Fresh,
     })
+}
+
+/// The pinned maps, for a process that only reads them (`status`, the
+/// metrics, `check`). `None` when nothing is pinned (no datapath); an
+/// error when what is pinned cannot be read: another layout than this
+/// binary's, maps that do not match it, no permission.
+pub fn open_pinned(pins: &PinDir) -> Result<Option<PinnedMaps>> {
+    // What `layouts` would take for an empty directory, when it cannot
+    // be read.
+    pins.entries()
+        .map_err(|e| Error::io(format!("reading {}", pins.dir.display()), e))?;
+    let found = pins.layouts();
+    let Some(&newest) = found.last() else {
+        return Ok(None);
+    };
+    // A newer layout is refused as a start would refuse it.
+    start(pins)?;
+    if !found.contains(&abi::LAYOUT) {
+        return Err(Error::OlderLayout {
+            path: pins.maps_of(newest),
+            found: newest,
+            wanted: abi::LAYOUT,
+        });
+    }
+    check(&pins.maps(), &specs_of(abi::LAYOUT).unwrap_or_default())?;
+    PinnedMaps::open(pins).map(Some)
 }
 
 /// Checks, before anything changes, that what `start` will adopt or
@@ -174,10 +201,9 @@ pub fn migrate(pins: &PinDir, from: u32) -> Result<usize> {
     let old_dir = pins.maps_of(from);
     let mut copied = 0;
     for spec in abi::PROGRAM_MAPS.iter().chain(&abi::LOADER_MAPS) {
-        let rule = carry(from, spec).ok_or_else(|| {
-            Error::Unfit(format!(
-                "this mvbridge cannot carry map layout {from} over (it knows layout 1); run `mvbridge down` first"
-            ))
+        let rule = carry(from, spec).ok_or(Error::NoMigration {
+            map: spec.name,
+            from,
         })?;
         let old_path = old_dir.join(spec.name);
         if rule == Carry::Fresh || !old_path.exists() {
@@ -294,10 +320,13 @@ fn links_from_hash(old: &MapData, array: &MapData, high: &MapData) -> Result<usi
 
 fn copy_hash(old: &MapData, new: &MapData, spec: &MapSpec, from: &Info) -> Result<usize> {
     if (from.key_size, from.value_size) != (spec.key_size, spec.value_size) {
-        return Err(Error::Unfit(format!(
-            "{}: key/value sizes changed ({}/{} -> {}/{}) without a conversion",
-            spec.name, from.key_size, from.value_size, spec.key_size, spec.value_size
-        )));
+        return Err(Error::Unconvertible {
+            map: spec.name,
+            change: format!(
+                "key/value sizes changed ({}/{} -> {}/{})",
+                from.key_size, from.value_size, spec.key_size, spec.value_size
+            ),
+        });
     }
     let mut copied = 0;
     let mut key: Option<Vec<u8>> = None;
@@ -321,10 +350,13 @@ fn copy_array(
 ) -> Result<usize> {
     let per_cpu = spec.kind == MapKind::PerCpuArray;
     if rule == Carry::Same && from.value_size != spec.value_size {
-        return Err(Error::Unfit(format!(
-            "{}: value size changed ({} -> {}) without a conversion",
-            spec.name, from.value_size, spec.value_size
-        )));
+        return Err(Error::Unconvertible {
+            map: spec.name,
+            change: format!(
+                "value size changed ({} -> {})",
+                from.value_size, spec.value_size
+            ),
+        });
     }
     let cpus = if per_cpu {
         aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?

@@ -45,10 +45,12 @@ fn is_our_vm_link(link: &Link) -> bool {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub uplink: Link,
-    /// The host's addresses: configured, or the uplink's own.
+    /// The host's addresses: see [`host_addresses`].
     pub host: Vec<IpAddr>,
-    /// Addresses of routers and neighbours on the wire: no VM may claim
-    /// them.
+    /// Addresses that are neither the host's nor any VM's, and that no VM
+    /// may claim: routers and neighbours on the wire, and the uplink's own
+    /// addresses that `host_addresses` leaves out (its link-local one,
+    /// say).
     pub wire: Vec<IpAddr>,
     pub shim: ShimState,
     pub vms: Vec<VmPlan>,
@@ -87,7 +89,7 @@ pub enum VmState {
     Absent,
     /// A link matches it but does not fit, or it cannot be looked for:
     /// why, naming the VM and the link.
-    Unfit(String),
+    Unfit { reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,7 +147,7 @@ impl Plan {
     /// at start-up and on reload, reported otherwise.
     pub fn all_problems(&self) -> Vec<String> {
         let unfit = self.vms.iter().filter_map(|v| match &v.state {
-            VmState::Unfit(why) => Some(why.clone()),
+            VmState::Unfit { reason } => Some(reason.clone()),
             _ => None,
         });
         unfit.chain(self.problems.iter().cloned()).collect()
@@ -188,6 +190,16 @@ pub fn base_hooks(config: &Config) -> BTreeSet<HookKey> {
     ])
 }
 
+/// The host's addresses, the one rule for everything that asks: those
+/// `host_addresses` lists, or else the uplink's own (none while there is
+/// no uplink).
+pub fn host_addresses(config: &Config, world: &World) -> Vec<IpAddr> {
+    config
+        .host_addresses
+        .clone()
+        .unwrap_or_else(|| world.uplink_addresses.clone())
+}
+
 /// Plans the datapath. Errors are what nothing can be done without (no
 /// uplink, a foreign link holding the shim's name); everything else is a
 /// problem in the plan.
@@ -220,18 +232,23 @@ pub fn plan(config: &Config, world: &World, learnt: &Learnt) -> Result<Plan> {
     };
 
     let mut problems = Vec::new();
-    let host = match &config.host_addresses {
-        Some(list) => list.clone(),
-        None => {
-            if !world.uplink_addresses.iter().any(is_global) {
-                problems.push(format!(
-                    "uplink {} has no global address; give the host's addresses in host_addresses",
-                    uplink.name
-                ));
-            }
-            world.uplink_addresses.clone()
-        }
-    };
+    let host = host_addresses(config, world);
+    if config.host_addresses.is_none() && !host.iter().any(is_global) {
+        problems.push(format!(
+            "uplink {} has no global address; give the host's addresses in host_addresses",
+            uplink.name
+        ));
+    }
+    // What the uplink really has beyond the host's addresses (its
+    // link-local address, when host_addresses leaves it out): the
+    // kernel answers for them there, so no VM may own them either.
+    let uplink_own: Vec<IpAddr> = world
+        .uplink_addresses
+        .iter()
+        .filter(|a| !host.contains(a))
+        .copied()
+        .collect();
+    let not_vms: Vec<IpAddr> = host.iter().chain(&uplink_own).copied().collect();
 
     let mut vms: Vec<VmPlan> = Vec::new();
     let mut create = Vec::new();
@@ -246,9 +263,16 @@ pub fn plan(config: &Config, world: &World, learnt: &Learnt) -> Result<Plan> {
                 vm.label()
             ));
         }
+        if let Some(a) = vm.addresses.iter().find(|a| uplink_own.contains(a)) {
+            problems.push(format!(
+                "{}: {a} is an address of the uplink {} (one host_addresses leaves out)",
+                vm.label(),
+                uplink.name
+            ));
+        }
         vms.push(VmPlan {
             name: vm.name.clone(),
-            addresses: owned(vm, &state, &host, learnt),
+            addresses: owned(vm, &state, &not_vms, learnt),
             state,
             netns: vm.netns.clone(),
             learns: !vm.learn.is_empty(),
@@ -280,9 +304,10 @@ pub fn plan(config: &Config, world: &World, learnt: &Learnt) -> Result<Plan> {
         })
         .map(|n| n.addr)
         .filter(|a| {
-            !host.contains(a) && !vms.iter().any(|v| v.addresses.iter().any(|o| o.addr == *a))
+            !not_vms.contains(a) && !vms.iter().any(|v| v.addresses.iter().any(|o| o.addr == *a))
         })
         .collect();
+    wire.extend(&uplink_own);
     wire.sort();
     wire.dedup();
 
@@ -305,8 +330,9 @@ fn is_global(a: &IpAddr) -> bool {
     }
 }
 
-/// The addresses a VM owns: configured (the host's win), learnt, and the
-/// link-local address its link's MAC gives it.
+/// The addresses a VM owns: configured, learnt, and the link-local
+/// address its link's MAC gives it; none of `host` (the host's and the
+/// uplink's own addresses, which win).
 fn owned(vm: &Vm, state: &VmState, host: &[IpAddr], learnt: &Learnt) -> Vec<Owned> {
     let mut out: Vec<Owned> = vm
         .addresses
@@ -349,6 +375,10 @@ fn fits(vm: &Vm, kind: Option<&str>) -> bool {
     )
 }
 
+fn unfit(reason: String) -> VmState {
+    VmState::Unfit { reason }
+}
+
 /// Finds VM `vm`'s link and says whether it fits. `earlier`: the VMs
 /// planned so far (two VMs must not share a link).
 fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState {
@@ -359,10 +389,13 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
             Some(Namespace::Seen { links, .. }) => links,
             Some(Namespace::Missing) | None => return VmState::Absent,
             Some(Namespace::Unreachable(why)) => {
-                return VmState::Unfit(format!(
-                    "[[vm]] {:?}: cannot look into netns {ns:?}: {why}",
-                    vm.name
-                ));
+                return VmState::Unfit {
+                    reason: format!(
+                        "[[vm]] {:?}: cannot look into netns {ns:?}: {}",
+                        vm.name,
+                        crate::errno::chain(why.as_ref())
+                    ),
+                };
             }
         },
     };
@@ -380,13 +413,13 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
     };
     // A link mvbridge is to create must not be someone else's.
     if vm.create && vm.netns.is_none() && !is_ours(link) {
-        return VmState::Unfit(format!(
+        return unfit(format!(
             "[[vm]] {:?}: interface {:?} already exists and is not mvbridge's; set create = false to adopt it",
             vm.name, link.name
         ));
     }
     if !fits(vm, link.kind.as_deref()) {
-        return VmState::Unfit(format!(
+        return unfit(format!(
             "{} is a {}, not a {}",
             what(),
             link.kind.as_deref().unwrap_or("physical or unknown link"),
@@ -400,19 +433,19 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
     // A VM in another namespace is reached through the bridge: its link
     // must take part in it.
     if vm.netns.is_some() && link.macvlan_mode != Some(MacVlanMode::Bridge) {
-        return VmState::Unfit(format!("{} is not in bridge mode", what()));
+        return unfit(format!("{} is not in bridge mode", what()));
     }
     if link.lower != Some(uplink.index) {
-        return VmState::Unfit(format!(
+        return unfit(format!(
             "{} does not sit on the uplink {}",
             what(),
             uplink.name
         ));
     }
     match (link.mac, vm.mac) {
-        (None, _) => return VmState::Unfit(format!("{} has no MAC", what())),
+        (None, _) => return unfit(format!("{} has no MAC", what())),
         (Some(have), Some(want)) if have != want.0 => {
-            return VmState::Unfit(format!(
+            return unfit(format!(
                 "{} has MAC {} but the config says {want}",
                 what(),
                 MacAddr(have)
@@ -426,7 +459,7 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
     if let Some(ns) = &vm.netns
         && let Some(h) = world.links.iter().find(|h| h.index == link.index)
     {
-        return VmState::Unfit(format!(
+        return unfit(format!(
             "[[vm]] {:?}: {} in netns {ns:?} has ifindex {}, like the host's {}; mvbridge needs them distinct (move the link in again to get a new one)",
             vm.name, link.name, link.index, h.name
         ));
@@ -435,7 +468,7 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
         p.link()
             .is_some_and(|l| l.index == link.index && p.netns == vm.netns)
     }) {
-        return VmState::Unfit(format!(
+        return unfit(format!(
             "[[vm]] {:?} and {:?} both resolve to {}",
             other.name, vm.name, link.name
         ));
@@ -446,6 +479,7 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::learning;
     use crate::netlink::Neighbour;
     use crate::netns::NetnsId;
     use std::collections::BTreeMap;
@@ -531,7 +565,14 @@ mod tests {
             origin: Origin::Derived
         }));
         assert!(p.all_problems().is_empty(), "{:?}", p.all_problems());
-        assert_eq!(p.hooks(&c).len(), 4);
+        // The datapath runs the fixed hooks and this VM's, nothing else.
+        let hook = p.vm("a").unwrap().hook().unwrap();
+        assert_eq!(hook.at, LinkAt::Host("macvtap0".into()));
+        let mut want = base_hooks(&c);
+        assert!(!want.contains(&hook));
+        want.insert(hook.clone());
+        assert!(p.hooks(&c).contains(&hook));
+        assert_eq!(p.hooks(&c), want);
     }
 
     #[test]
@@ -548,6 +589,53 @@ mod tests {
         assert_eq!(
             p.owner_of(&"fe80::1".parse().unwrap()).as_deref(),
             Some("a router or neighbour on the wire")
+        );
+    }
+
+    #[test]
+    fn the_uplinks_own_addresses_stay_out_of_vms_reach_when_host_addresses_omit_them() {
+        // host_addresses lists the global address only; the uplink also
+        // has fe80::2.
+        let c = Config::parse(&format!(
+            "uplink = \"enp9s0\"\nhost_addresses = [\"203.0.113.157\"]\n{}",
+            vm("a", "interface = \"macvtap0\"", "203.0.113.161")
+                + "learn = [\"203.0.113.160/28\"]\n"
+        ))
+        .unwrap();
+        let w = world(vec![macvtap(7, "macvtap0", 0xa1)]);
+        let p = plan(&c, &w, &Learnt::default()).unwrap();
+        let uplink_ll: IpAddr = "fe80::2".parse().unwrap();
+        assert!(!p.host.contains(&uplink_ll));
+        assert!(p.wire.contains(&uplink_ll), "{:?}", p.wire);
+        assert!(p.owner_of(&uplink_ll).is_some());
+        // VM a using it as its source is not learnt.
+        let claim = learning::vet(&c, &p, &Learnt::default(), "a", uplink_ll);
+        assert!(
+            matches!(claim, Err(learning::Refusal::Owned(_))),
+            "{claim:?}"
+        );
+
+        // Nor may a VM be configured with it.
+        let c = Config::parse(&format!(
+            "uplink = \"enp9s0\"\nhost_addresses = [\"203.0.113.157\"]\n{}",
+            vm("a", "interface = \"macvtap0\"", "fe80::2")
+        ))
+        .unwrap();
+        let p = plan(&c, &w, &Learnt::default()).unwrap();
+        assert!(
+            !p.vm("a")
+                .unwrap()
+                .addresses
+                .iter()
+                .any(|o| o.addr == uplink_ll)
+        );
+        assert!(p.wire.contains(&uplink_ll));
+        assert!(
+            p.all_problems()
+                .iter()
+                .any(|w| w.contains("fe80::2 is an address of the uplink enp9s0")),
+            "{:?}",
+            p.all_problems()
         );
     }
 
@@ -601,7 +689,7 @@ mod tests {
                 .vms
                 .iter()
                 .filter_map(|v| match &v.state {
-                    VmState::Unfit(why) => Some(why),
+                    VmState::Unfit { reason } => Some(reason),
                     _ => None,
                 })
                 .collect();
@@ -661,7 +749,7 @@ mod tests {
         );
         let p = plan(&c, &w, &Learnt::default()).unwrap();
         assert!(
-            matches!(state(&p, "x"), VmState::Unfit(w) if w.contains("has ifindex 9, like the host's eth0"))
+            matches!(state(&p, "x"), VmState::Unfit { reason } if reason.contains("has ifindex 9, like the host's eth0"))
         );
     }
 

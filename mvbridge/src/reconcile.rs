@@ -20,7 +20,7 @@ use crate::netlink::Netlink;
 use crate::plan::{self, Plan};
 use crate::problem_log::ProblemLog;
 use crate::teardown;
-use crate::world::Observer;
+use crate::world::{Observer, World};
 
 /// How many plan-apply rounds one pass may take: a round that creates
 /// links is followed by one that sees them.
@@ -138,6 +138,12 @@ impl Reconciler {
         self.applier.datapath()
     }
 
+    /// A look at the world for `config` (the running one, or one about to
+    /// replace it), through the loop's own connections.
+    pub async fn observe(&mut self, config: &Config) -> Result<World> {
+        self.observer.observe(config).await
+    }
+
     /// The VMs whose link is present and steered, with its ifindex.
     pub fn live_vms(&self) -> Vec<(String, u32)> {
         let Some(plan) = &self.last else {
@@ -182,9 +188,7 @@ impl Reconciler {
                 return Ok(total);
             }
         }
-        Err(Error::Unfit(format!(
-            "links kept changing under mvbridge for {MAX_ROUNDS} rounds; trying again on the next change"
-        )))
+        Err(Error::Unsettled { rounds: MAX_ROUNDS })
     }
 
     /// Applies a new config. What the kernel cannot change under a running
@@ -200,9 +204,7 @@ impl Reconciler {
             ("metrics_listen", old.metrics_listen == new.metrics_listen),
         ] {
             if !same {
-                return Err(Error::Unfit(format!(
-                    "{what} changed: that takes a restart, not a reload"
-                )));
+                return Err(Error::NeedsRestart { what });
             }
         }
         self.replace_config(new, Pass::Strict).await

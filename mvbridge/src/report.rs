@@ -13,7 +13,8 @@ use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr, Vm, VmOrigin};
 use crate::datapath::Role;
 use crate::error::Result;
-use crate::hooks::{AttachMode, Found, HookKey, Hooks, LinkAt, tc, tcx};
+use crate::hooks::{self, AttachMode, Found, HookKey, Hooks, LinkAt, Program};
+use crate::layout;
 use crate::learning::Learnt;
 use crate::libvirt::view::{self, View};
 use crate::maps::PinnedMaps;
@@ -40,6 +41,9 @@ pub struct Report {
 
 #[derive(Serialize)]
 pub struct HookRow {
+    /// Which hook the row is (what `interface` and `role` spell out).
+    #[serde(skip)]
+    pub key: HookKey,
     pub interface: String,
     pub role: &'static str,
     pub program: &'static str,
@@ -196,13 +200,22 @@ fn vm_traffic(c: VmCounters) -> VmTraffic {
     }
 }
 
-/// The host's addresses as a plan takes them: configured, or the
-/// uplink's own.
-pub fn host_addresses(config: &Config, world: &World) -> Vec<IpAddr> {
-    config
-        .host_addresses
-        .clone()
-        .unwrap_or_else(|| world.uplink_addresses.clone())
+/// The running datapath as its pins hold it: its tables and counters,
+/// and what its VMs learnt (which the daemon plans with).
+pub struct Pinned {
+    pub maps: PinnedMaps,
+    pub learnt: Learnt,
+}
+
+/// Opens the pinned datapath for reading, as `status`, the metrics and
+/// `check` plan with it. `None` when nothing is pinned; an error when
+/// something is, but cannot be read (another layout, no permission).
+pub fn pinned(config: &Config) -> Result<Option<Pinned>> {
+    let Some(maps) = layout::open_pinned(&PinDir::new(&config.bpffs))? else {
+        return Ok(None);
+    };
+    let learnt = Learnt::recover(config, &maps);
+    Ok(Some(Pinned { maps, learnt }))
 }
 
 /// `status`'s report: with `[libvirt]`, the VMs libvirt declares join the
@@ -214,7 +227,7 @@ pub async fn collect_all(config: &Config, observer: &mut Observer) -> Result<Rep
         return collect(config, observer).await;
     };
     let world = observer.observe(config).await?;
-    let view = view::look(config, settings, &host_addresses(config, &world));
+    let view = view::look(config, settings, &plan::host_addresses(config, &world));
     let mut report = collect(&view.merged(config), observer).await?;
     report.problems.extend(view.warnings.iter().cloned());
     report.libvirt = Some(view);
@@ -223,25 +236,36 @@ pub async fn collect_all(config: &Config, observer: &mut Observer) -> Result<Rep
 
 pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report> {
     let pins = PinDir::new(&config.bpffs);
-    let maps = PinnedMaps::open(&pins).ok();
+    // Maps that are there but cannot be read are a problem to show, not
+    // a datapath that is simply not running.
+    let (pinned, unreadable) = match pinned(config) {
+        Ok(p) => (p, None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "cannot read the datapath's pinned maps: {}",
+                crate::errno::chain(&e)
+            )),
+        ),
+    };
+    let maps = pinned.as_ref().map(|p| &p.maps);
     let world = observer.observe(config).await?;
-    let entries = maps.as_ref().map(PinnedMaps::entries).unwrap_or_default();
+    let entries = maps.map(PinnedMaps::entries).unwrap_or_default();
     // What the running daemon learnt is in the tables: plan with it.
-    let learnt = maps
-        .as_ref()
-        .map(|m| Learnt::recover(config, m))
-        .unwrap_or_default();
+    let nothing_learnt = Learnt::default();
+    let learnt = pinned.as_ref().map_or(&nothing_learnt, |p| &p.learnt);
     // Without a plan (no uplink, say) there is still a report: what is
     // pinned, what is counted, and why nothing is steered.
-    let planned = plan::plan(config, &world, &learnt);
-    let (wanted, problems, host) = match &planned {
+    let planned = plan::plan(config, &world, learnt);
+    let (wanted, mut problems, host) = match &planned {
         Ok(p) => (p.hooks(config), p.all_problems(), p.host.clone()),
         Err(e) => (
             plan::base_hooks(config),
             vec![e.to_string()],
-            config.host_addresses.clone().unwrap_or_default(),
+            plan::host_addresses(config, &world),
         ),
     };
+    problems.extend(unreadable);
     let hooks_kept = Hooks::open(&pins, AttachMode::probe())
         .map(|h| h.found())
         .unwrap_or_default();
@@ -250,19 +274,13 @@ pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report>
         let link = world_link(&world, key);
         hooks.push(hook_row(key, link, observer, &hooks_kept).await);
     }
-    let hooked = |key: Option<HookKey>| {
-        key.and_then(|k| {
-            hooks
-                .iter()
-                .find(|h| h.interface == k.at.to_string() && h.role == k.role.name())
-        })
-        .is_some_and(|h| h.attached)
-    };
+    let hooked =
+        |key: Option<HookKey>| key.is_some_and(|k| hooks.iter().any(|h| h.key == k && h.attached));
     let vms = match &planned {
         Ok(plan) => plan
             .vms
             .iter()
-            .map(|vm| vm_row(config, vm, hooked(vm.hook()), maps.as_ref(), &entries))
+            .map(|vm| vm_row(config, vm, hooked(vm.hook()), maps, &entries))
             .collect(),
         Err(_) => config
             .vms
@@ -280,7 +298,7 @@ pub async fn collect(config: &Config, observer: &mut Observer) -> Result<Report>
             })
             .collect(),
     };
-    let (paths, drops) = match &maps {
+    let (paths, drops) = match maps {
         Some(m) => (path_rows(m), drop_rows(m)),
         None => (Vec::new(), Vec::new()),
     };
@@ -318,8 +336,8 @@ fn vm_row(
             ),
         },
         VmState::Absent => VmStatus::Absent,
-        VmState::Unfit(why) => VmStatus::Unfit {
-            reason: why.clone(),
+        VmState::Unfit { reason } => VmStatus::Unfit {
+            reason: reason.clone(),
         },
     };
     let link = vm.link();
@@ -399,36 +417,14 @@ async fn hook_row(
     observer: &Observer,
     kept: &[Found],
 ) -> HookRow {
-    let named = |name: &str| name == key.role.program();
-    let mut problem = None;
-    let tcx = match tcx::programs_on(key) {
-        Ok(progs) => progs.iter().any(|(_, n)| named(n)),
-        Err(e) => {
-            problem = Some(crate::errno::chain(&e));
-            false
-        }
+    let on = link.zip(observer.netlink_in(key.at.netns()));
+    let (mode, problem) = match hooks::attached_as(key, on, Program::Of(key.role)).await {
+        Ok(Some(mode)) => (Some(mode), None),
+        Ok(None) => (None, Some("not attached".to_owned())),
+        Err(e) => (None, Some(crate::errno::chain(&e))),
     };
-    let filter = match (link, observer.netlink_in(key.at.netns())) {
-        (Some(link), Some(nl)) => tc::ours(key, link, nl)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|f| f.name.as_deref().is_some_and(named)),
-        _ => false,
-    };
-    let mode = if tcx {
-        Some(AttachMode::Tcx)
-    } else if filter {
-        Some(AttachMode::Tc)
-    } else {
-        None
-    };
-    if mode.is_some() {
-        problem = None;
-    } else if problem.is_none() {
-        problem = Some("not attached".to_owned());
-    }
     HookRow {
+        key: key.clone(),
         interface: key.at.to_string(),
         role: key.role.name(),
         program: key.role.program(),
@@ -436,5 +432,58 @@ async fn hook_row(
         mode: mode.map(AttachMode::name),
         kept: kept.iter().any(|f| &f.key == key && Some(f.mode) == mode),
         problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_vm_status_serializes_as_a_tagged_state() {
+        let cases = [
+            (VmStatus::Live, json!({"state": "live"})),
+            (VmStatus::Absent, json!({"state": "absent"})),
+            (
+                VmStatus::Unfit {
+                    reason: "macvtap0 has no MAC".into(),
+                },
+                json!({"state": "unfit", "reason": "macvtap0 has no MAC"}),
+            ),
+            (
+                VmStatus::Unsteered {
+                    reason: "no mvb_vm hook yet".into(),
+                },
+                json!({"state": "unsteered", "reason": "no mvb_vm hook yet"}),
+            ),
+        ];
+        for (status, want) in cases {
+            assert_eq!(serde_json::to_value(&status).unwrap(), want);
+            assert_eq!(status.name(), want["state"]);
+            assert_eq!(status.reason(), want["reason"].as_str());
+        }
+    }
+
+    #[test]
+    fn a_vm_row_carries_its_state_and_reason_at_the_top() {
+        let row = VmRow {
+            name: "a".into(),
+            origin: OriginRow::of(None),
+            status: VmStatus::Unfit {
+                reason: "macvtap0 has no MAC".into(),
+            },
+            interface: Some("macvtap0".into()),
+            ifindex: None,
+            mac: None,
+            tap: None,
+            addresses: Vec::new(),
+            counters: VmTraffic::default(),
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["name"], "a");
+        assert_eq!(v["state"], "unfit");
+        assert_eq!(v["reason"], "macvtap0 has no MAC");
+        assert_eq!(v["origin"], json!({"source": "config"}));
     }
 }

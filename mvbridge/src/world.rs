@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::netlink::{Link, Neighbour, Netlink};
 use crate::netns::NetnsId;
 
@@ -30,8 +31,9 @@ pub enum Namespace {
     },
     /// No namespace by that name (yet): its container is not running.
     Missing,
-    /// There, but not ours to enter: why.
-    Unreachable(String),
+    /// There, but not ours to enter (or to read): why. Shared, as worlds
+    /// are cloned.
+    Unreachable(Arc<Error>),
 }
 
 impl World {
@@ -103,7 +105,7 @@ impl Observer {
                 self.namespaces.remove(name);
                 return match e.errno() {
                     Some(libc::ENOENT) => Namespace::Missing,
-                    _ => Namespace::Unreachable(crate::errno::chain(&e)),
+                    _ => Namespace::Unreachable(Arc::new(e)),
                 };
             }
         };
@@ -114,7 +116,7 @@ impl Observer {
                 }
                 Err(e) => {
                     self.namespaces.remove(name);
-                    return Namespace::Unreachable(crate::errno::chain(&e));
+                    return Namespace::Unreachable(Arc::new(e));
                 }
             }
         }
@@ -122,7 +124,7 @@ impl Observer {
             Ok(links) => Namespace::Seen { id, links },
             Err(e) => {
                 self.namespaces.remove(name);
-                Namespace::Unreachable(crate::errno::chain(&e))
+                Namespace::Unreachable(Arc::new(e))
             }
         }
     }

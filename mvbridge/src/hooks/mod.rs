@@ -92,6 +92,14 @@ impl HookKey {
         };
         Some(HookKey { role, at })
     }
+
+    /// The side of the link its program runs on.
+    pub fn side(&self) -> &'static str {
+        match self.role.attach_type() {
+            TcAttachType::Ingress => "ingress",
+            _ => "egress",
+        }
+    }
 }
 
 impl fmt::Display for HookKey {
@@ -152,6 +160,70 @@ pub enum AttachSetting {
     Tc,
 }
 
+/// The program a look at a hook is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// This process's own program, by id (the daemon).
+    Id(u32),
+    /// Any mvbridge's program for the role, by name: what another process
+    /// (`status`) can tell.
+    Of(Role),
+}
+
+impl Program {
+    fn is(self, id: Option<u32>, name: Option<&str>) -> bool {
+        match self {
+            Program::Id(want) => id == Some(want),
+            Program::Of(role) => name == Some(role.program()),
+        }
+    }
+}
+
+/// Does `program` run as `key`, attached `mode`'s way: as a TCX link on
+/// that side of the link, or as our classic filter there? `on`: the link
+/// and a connection into its namespace (without them there is no filter
+/// to look for).
+pub async fn runs_as(
+    mode: AttachMode,
+    key: &HookKey,
+    on: Option<(&Link, &Netlink)>,
+    program: Program,
+) -> Result<bool> {
+    match (mode, on) {
+        (AttachMode::Tcx, _) => Ok(tcx::programs_on(key)?
+            .iter()
+            .any(|(id, name)| program.is(Some(*id), Some(name)))),
+        (AttachMode::Tc, Some((link, nl))) => Ok(tc::ours(key, link, nl)
+            .await?
+            .is_some_and(|f| program.is(f.prog_id, f.name.as_deref()))),
+        (AttachMode::Tc, None) => Ok(false),
+    }
+}
+
+/// How `program` runs as `key`, whichever way it was attached (`None`:
+/// neither way). A failed look fails the answer only when the other way
+/// does not find it either.
+pub async fn attached_as(
+    key: &HookKey,
+    on: Option<(&Link, &Netlink)>,
+    program: Program,
+) -> Result<Option<AttachMode>> {
+    let mut failed = None;
+    for mode in [AttachMode::Tcx, AttachMode::Tc] {
+        match runs_as(mode, key, on, program).await {
+            Ok(true) => return Ok(Some(mode)),
+            Ok(false) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
 /// One of our hooks as the kernel's state shows it, and how it is
 /// attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,12 +263,7 @@ impl Hooks {
         nl: &Netlink,
         prog_id: u32,
     ) -> Result<bool> {
-        match self.mode {
-            AttachMode::Tcx => Ok(tcx::programs_on(key)?.iter().any(|(id, _)| *id == prog_id)),
-            AttachMode::Tc => Ok(tc::ours(key, link, nl)
-                .await?
-                .is_some_and(|f| f.prog_id == Some(prog_id))),
-        }
+        runs_as(self.mode, key, Some((link, nl)), Program::Id(prog_id)).await
     }
 
     /// Attaches `prog` as `key` on `link`, replacing in place what runs

@@ -35,10 +35,10 @@ fn record_name(key: &HookKey) -> Result<HookName> {
     let name = key.pin_name();
     let mut out = [0u8; 128];
     if name.len() >= out.len() {
-        return Err(Error::Unfit(format!(
-            "the hook name {name:?} is longer than {} bytes (a shorter netns or interface name helps)",
-            out.len() - 1
-        )));
+        return Err(Error::HookNameTooLong {
+            name,
+            max: out.len() - 1,
+        });
     }
     out[..name.len()].copy_from_slice(name.as_bytes());
     Ok(out)
@@ -96,7 +96,7 @@ impl Records {
         let map = self
             .map
             .as_mut()
-            .ok_or_else(|| Error::Unfit(format!("no record map pinned to record {key} in")))?;
+            .ok_or_else(|| Error::NoHookRecords { hook: key.clone() })?;
         map.insert(name, record, 0)
             .map_err(|e| Error::bpf(format!("recording {key}"), e))
     }
@@ -117,10 +117,6 @@ impl Records {
 
 fn ingress(key: &HookKey) -> bool {
     key.role.attach_type() == TcAttachType::Ingress
-}
-
-fn side(key: &HookKey) -> &'static str {
-    if ingress(key) { "ingress" } else { "egress" }
 }
 
 fn is_ours(f: &Filter) -> bool {
@@ -166,7 +162,7 @@ pub async fn attach(
             f.kind,
             f.handle,
             key.at,
-            side(key)
+            key.side()
         )));
     }
     let replace = filters.iter().any(is_ours);
@@ -187,7 +183,7 @@ pub async fn attach(
             "TCX program {:?} on {} {} runs before any classic filter, mvbridge's too: use attach = \"auto\" on this kernel",
             p.name_as_str().unwrap_or("?"),
             key.at,
-            side(key)
+            key.side()
         )));
     }
     let created = InNetns::run(key.at.netns(), || -> Result<bool> {

@@ -210,7 +210,7 @@ pub fn declare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::libvirt::domain::{Declared, Nic};
+    use crate::libvirt::domain::{Declared, MetadataError, Nic};
 
     const UPLINK: &str = "enp9s0";
 
@@ -347,7 +347,9 @@ mod tests {
     #[test]
     fn metadata_that_does_not_parse_leaves_the_domain_out() {
         let mut bad = domain("bad", true, vec![nic(1, None)], vec![]);
-        bad.metadata = Metadata::Invalid("interface 1 has no mac attribute".into());
+        bad.metadata = Metadata::Invalid(MetadataError::NoMac {
+            at: "interface 1".into(),
+        });
         let mut plain = domain("plain", true, vec![nic(2, Some("macvtap3"))], vec![]);
         plain.metadata = Metadata::Absent;
         let good = domain(

@@ -62,7 +62,53 @@ pub enum Metadata {
     Absent,
     Declared(Vec<Declared>),
     /// It does not parse: the field and why.
-    Invalid(String),
+    Invalid(MetadataError),
+}
+
+/// Why a domain's XML cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("domain XML does not parse")]
+    Xml(#[source] roxmltree::Error),
+    #[error("not a domain's XML (root element <{0}>)")]
+    NotADomain(String),
+    #[error("domain XML has no <name>")]
+    NoName,
+    #[error("domain {0:?} has no <uuid>")]
+    NoUuid(String),
+}
+
+/// What is wrong with a domain's mvbridge metadata, naming the element
+/// or field (`at`: "interface 2", or "interface MAC" once its MAC reads).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("<{element}> has an unknown attribute {attribute:?}")]
+    RootAttribute { element: String, attribute: String },
+    #[error("unknown element <{0}> (want <interface mac=...>)")]
+    NotAnInterface(String),
+    #[error("{at}: unknown attribute {attribute:?}")]
+    UnknownAttribute { at: String, attribute: String },
+    #[error("{at} has no mac attribute")]
+    NoMac { at: String },
+    /// `why`: the MAC parser's words.
+    #[error("{at} mac: {why}")]
+    BadMac { at: String, why: String },
+    #[error("{at} is declared twice")]
+    DeclaredTwice { at: String },
+    /// `why`: the address parser's words, which name the field.
+    #[error("{why}")]
+    BadAddress { why: String },
+    #[error("{at} lists address {address} twice")]
+    AddressTwice { at: String, address: IpAddr },
+    /// `why`: the prefix parser's words.
+    #[error("{at} learn: {why}")]
+    BadLearn { at: String, why: String },
+    #[error("{at}: unknown element <{element}> (want <address> or <learn>)")]
+    UnknownField { at: String, element: String },
+    #[error("{at} has no address (and learns none)")]
+    NothingDeclared { at: String },
+    #[error("declares no <interface>")]
+    NoInterface,
 }
 
 /// One interface the metadata declares.
@@ -76,14 +122,11 @@ pub struct Declared {
 impl Domain {
     /// Reads a domain's XML (`virsh dumpxml`); `active`: whether it runs
     /// (the API says so; the XML only hints at it).
-    pub fn parse(xml: &str, active: bool) -> Result<Domain, String> {
-        let doc = Document::parse(xml).map_err(|e| format!("domain XML does not parse: {e}"))?;
+    pub fn parse(xml: &str, active: bool) -> Result<Domain, DomainError> {
+        let doc = Document::parse(xml).map_err(DomainError::Xml)?;
         let root = doc.root_element();
         if root.tag_name().name() != "domain" {
-            return Err(format!(
-                "not a domain's XML (root element <{}>)",
-                root.tag_name().name()
-            ));
+            return Err(DomainError::NotADomain(root.tag_name().name().to_owned()));
         }
         let text_of = |name: &str| {
             child(root, name)
@@ -91,8 +134,8 @@ impl Domain {
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
         };
-        let name = text_of("name").ok_or("domain XML has no <name>")?;
-        let uuid = text_of("uuid").ok_or_else(|| format!("domain {name:?} has no <uuid>"))?;
+        let name = text_of("name").ok_or(DomainError::NoName)?;
+        let uuid = text_of("uuid").ok_or_else(|| DomainError::NoUuid(name.clone()))?;
         let mut nics = Vec::new();
         if let Some(devices) = child(root, "devices") {
             for iface in children(devices, "interface") {
@@ -163,59 +206,65 @@ fn is_ours(node: &Node, name: &str) -> bool {
 /// The metadata's interfaces. Everything it holds must make sense, like
 /// a `[[vm]]` section: an unknown element or attribute is an error, not
 /// something to skip silently.
-fn parse_metadata(root: Node) -> Result<Vec<Declared>, String> {
+fn parse_metadata(root: Node) -> Result<Vec<Declared>, MetadataError> {
     if let Some(a) = root.attributes().next() {
-        return Err(format!(
-            "<{}> has an unknown attribute {:?}",
-            root.tag_name().name(),
-            a.name()
-        ));
+        return Err(MetadataError::RootAttribute {
+            element: root.tag_name().name().to_owned(),
+            attribute: a.name().to_owned(),
+        });
     }
     let mut out: Vec<Declared> = Vec::new();
     for (i, iface) in root.children().filter(Node::is_element).enumerate() {
         let at = format!("interface {}", i + 1);
         if !is_ours(&iface, "interface") {
-            return Err(format!(
-                "unknown element <{}> (want <interface mac=...>)",
-                iface.tag_name().name()
+            return Err(MetadataError::NotAnInterface(
+                iface.tag_name().name().to_owned(),
             ));
         }
         if let Some(a) = iface.attributes().find(|a| a.name() != "mac") {
-            return Err(format!("{at}: unknown attribute {:?}", a.name()));
+            return Err(MetadataError::UnknownAttribute {
+                at,
+                attribute: a.name().to_owned(),
+            });
         }
-        let mac: MacAddr = iface
-            .attribute("mac")
-            .ok_or_else(|| format!("{at} has no mac attribute"))?
+        let Some(mac) = iface.attribute("mac") else {
+            return Err(MetadataError::NoMac { at });
+        };
+        let mac: MacAddr = mac
             .parse()
-            .map_err(|e| format!("{at} mac: {e}"))?;
+            .map_err(|why| MetadataError::BadMac { at, why })?;
         let at = format!("interface {mac}");
         if out.iter().any(|d| d.mac == mac) {
-            return Err(format!("{at} is declared twice"));
+            return Err(MetadataError::DeclaredTwice { at });
         }
         let mut addresses = Vec::new();
         let mut learn = Vec::new();
         for field in iface.children().filter(Node::is_element) {
             let text = field.text().unwrap_or("").trim();
             if is_ours(&field, "address") {
-                let addr = parse_address(&format!("{at} address"), text)?;
-                if addresses.contains(&addr) {
-                    return Err(format!("{at} lists address {addr} twice"));
+                let address = parse_address(&format!("{at} address"), text)
+                    .map_err(|why| MetadataError::BadAddress { why })?;
+                if addresses.contains(&address) {
+                    return Err(MetadataError::AddressTwice { at, address });
                 }
-                addresses.push(addr);
+                addresses.push(address);
             } else if is_ours(&field, "learn") {
-                learn.push(
-                    text.parse::<Prefix>()
-                        .map_err(|e| format!("{at} learn: {e}"))?,
-                );
+                let prefix = text
+                    .parse::<Prefix>()
+                    .map_err(|why| MetadataError::BadLearn {
+                        at: at.clone(),
+                        why,
+                    })?;
+                learn.push(prefix);
             } else {
-                return Err(format!(
-                    "{at}: unknown element <{}> (want <address> or <learn>)",
-                    field.tag_name().name()
-                ));
+                return Err(MetadataError::UnknownField {
+                    at,
+                    element: field.tag_name().name().to_owned(),
+                });
             }
         }
         if addresses.is_empty() && learn.is_empty() {
-            return Err(format!("{at} has no address (and learns none)"));
+            return Err(MetadataError::NothingDeclared { at });
         }
         out.push(Declared {
             mac,
@@ -224,7 +273,7 @@ fn parse_metadata(root: Node) -> Result<Vec<Declared>, String> {
         });
     }
     if out.is_empty() {
-        return Err("declares no <interface>".into());
+        return Err(MetadataError::NoInterface);
     }
     Ok(out)
 }
@@ -320,7 +369,7 @@ mod tests {
 
     fn invalid(inner: &str) -> String {
         match Domain::parse(&with_metadata(inner), true).unwrap().metadata {
-            Metadata::Invalid(why) => why,
+            Metadata::Invalid(why) => why.to_string(),
             other => panic!("accepted {inner:?}: {other:?}"),
         }
     }
@@ -402,20 +451,16 @@ mod tests {
 
     #[test]
     fn xml_that_is_no_domain() {
+        let why = |xml: &str| crate::errno::chain(&Domain::parse(xml, true).unwrap_err());
+        let unparsed = why("<domain>");
+        assert!(unparsed.contains("does not parse"), "{unparsed}");
+        // The XML parser's reason comes along.
         assert!(
-            Domain::parse("<domain>", true)
-                .unwrap_err()
-                .contains("does not parse")
+            unparsed.len() > "domain XML does not parse".len(),
+            "{unparsed}"
         );
-        assert!(
-            Domain::parse("<network/>", true)
-                .unwrap_err()
-                .contains("not a domain")
-        );
-        assert!(
-            Domain::parse("<domain><uuid>u</uuid></domain>", true)
-                .unwrap_err()
-                .contains("no <name>")
-        );
+        assert!(why("<network/>").contains("not a domain"));
+        assert!(why("<domain><uuid>u</uuid></domain>").contains("no <name>"));
+        assert!(why("<domain><name>d</name></domain>").contains("domain \"d\" has no <uuid>"));
     }
 }

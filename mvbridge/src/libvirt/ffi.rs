@@ -9,9 +9,9 @@
 //! reads their XML, and [`Events`], which turns libvirt's callbacks into
 //! [`Hint`]s on a channel.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
-use std::sync::OnceLock;
+use std::ffi::{CStr, CString, NulError, c_char, c_int, c_uint, c_void};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, OnceLock};
 
 use libloading::Library;
 
@@ -36,6 +36,55 @@ const EVENT_REBOOT: c_int = 1;
 const EVENT_DEVICE_REMOVED: c_int = 15;
 const EVENT_DEVICE_ADDED: c_int = 19;
 const EVENT_METADATA_CHANGE: c_int = 23;
+
+/// What went wrong with libvirt. Clone, as loading it is tried once and
+/// its outcome kept.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LibvirtError {
+    #[error(
+        "[libvirt] is enabled but {soname} cannot be loaded: install libvirt0 (apt-get install libvirt0), or turn [libvirt] off"
+    )]
+    NotInstalled {
+        soname: String,
+        #[source]
+        source: Arc<libloading::Error>,
+    },
+
+    #[error("{soname} has no {symbol}: libvirt 3.0 or later is needed")]
+    TooOld {
+        soname: String,
+        symbol: &'static str,
+        #[source]
+        source: Arc<libloading::Error>,
+    },
+
+    /// A call libvirt failed; its own message says why.
+    #[error("{doing}")]
+    Call {
+        doing: String,
+        #[source]
+        source: Reported,
+    },
+
+    #[error("{what} {value:?} holds a NUL byte")]
+    Nul {
+        what: &'static str,
+        value: String,
+        #[source]
+        source: NulError,
+    },
+
+    #[error("starting libvirt's event loop thread")]
+    EventThread {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
+/// libvirt's own message for a failed call (`virGetLastErrorMessage`).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);
 
 /// The functions, resolved once. Plain function pointers: the library
 /// stays loaded for the life of the process (it is never unloaded, since
@@ -78,19 +127,18 @@ struct Api {
 }
 
 fn api() -> Result<&'static Api> {
-    static API: OnceLock<std::result::Result<Api, String>> = OnceLock::new();
+    static API: OnceLock<std::result::Result<Api, LibvirtError>> = OnceLock::new();
     API.get_or_init(|| load(SONAME))
         .as_ref()
-        .map_err(|why| Error::io(why.clone(), std::io::Error::other("libvirt not loaded")))
+        .map_err(|e| Error::from(e.clone()))
 }
 
-fn load(soname: &str) -> std::result::Result<Api, String> {
+fn load(soname: &str) -> std::result::Result<Api, LibvirtError> {
     // SAFETY: loading libvirt runs its constructors, which only set up
     // its own state.
-    let lib = unsafe { Library::new(soname) }.map_err(|e| {
-        format!(
-            "[libvirt] is enabled but {soname} cannot be loaded ({e}): install libvirt0 (apt-get install libvirt0), or turn [libvirt] off"
-        )
+    let lib = unsafe { Library::new(soname) }.map_err(|e| LibvirtError::NotInstalled {
+        soname: soname.to_owned(),
+        source: Arc::new(e),
     })?;
     // Never unloaded: its event loop thread and callbacks live as long
     // as the process.
@@ -99,11 +147,10 @@ fn load(soname: &str) -> std::result::Result<Api, String> {
         ($name:literal) => {
             // SAFETY: the type is the function's C prototype, as in
             // libvirt's headers.
-            *unsafe { lib.get($name) }.map_err(|e| {
-                format!(
-                    "{soname} has no {} ({e}): libvirt 3.0 or later is needed",
-                    $name
-                )
+            *unsafe { lib.get($name) }.map_err(|e| LibvirtError::TooOld {
+                soname: soname.to_owned(),
+                symbol: $name,
+                source: Arc::new(e),
             })?
         };
     }
@@ -149,7 +196,22 @@ fn last_error(api: &Api) -> String {
 }
 
 fn failed(doing: String, api: &Api) -> Error {
-    Error::io(doing, std::io::Error::other(last_error(api)))
+    LibvirtError::Call {
+        doing,
+        source: Reported(last_error(api)),
+    }
+    .into()
+}
+
+fn c_string(what: &'static str, value: &str) -> Result<CString> {
+    CString::new(value).map_err(|source| {
+        LibvirtError::Nul {
+            what,
+            value: value.to_owned(),
+            source,
+        }
+        .into()
+    })
 }
 
 /// A string libvirt allocated for the caller, copied and freed.
@@ -185,8 +247,7 @@ unsafe impl Send for Connection {}
 impl Connection {
     pub fn open_read_only(uri: &str) -> Result<Connection> {
         let api = api()?;
-        let c_uri = CString::new(uri)
-            .map_err(|_| Error::io(format!("libvirt uri {uri:?}"), std::io::Error::other("NUL")))?;
+        let c_uri = c_string("libvirt uri", uri)?;
         // SAFETY: a valid C string; returns null on failure.
         let ptr = unsafe { (api.connect_open_read_only)(c_uri.as_ptr()) };
         if ptr.is_null() {
@@ -235,12 +296,7 @@ impl Connection {
 
     /// The domain with this UUID now; `None` once it is undefined.
     pub fn domain(&self, uuid: &str) -> Result<Option<Snapshot>> {
-        let c_uuid = CString::new(uuid).map_err(|_| {
-            Error::io(
-                format!("domain uuid {uuid:?}"),
-                std::io::Error::other("NUL"),
-            )
-        })?;
+        let c_uuid = c_string("domain uuid", uuid)?;
         // SAFETY: valid connection and C string.
         let ptr = unsafe { (self.api.domain_lookup_by_uuid_string)(self.ptr, c_uuid.as_ptr()) };
         if ptr.is_null() {
@@ -488,13 +544,16 @@ unsafe extern "C" fn free_sender(opaque: *mut c_void) {
 /// wants events is opened) and runs it on a thread of its own for the
 /// rest of the process: it delivers the callbacks and the keepalives.
 pub fn start_event_loop() -> Result<()> {
-    static STARTED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    static STARTED: OnceLock<std::result::Result<(), LibvirtError>> = OnceLock::new();
     let api = api()?;
     STARTED
         .get_or_init(|| {
             // SAFETY: called once, before connections are opened.
             if unsafe { (api.event_register_default_impl)() } < 0 {
-                return Err(last_error(api));
+                return Err(LibvirtError::Call {
+                    doing: "starting libvirt's event loop".into(),
+                    source: Reported(last_error(api)),
+                });
             }
             std::thread::Builder::new()
                 .name("libvirt-events".into())
@@ -508,15 +567,12 @@ pub fn start_event_loop() -> Result<()> {
                     }
                 })
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| LibvirtError::EventThread {
+                    source: Arc::new(e),
+                })
         })
         .clone()
-        .map_err(|why| {
-            Error::io(
-                "starting libvirt's event loop".to_string(),
-                std::io::Error::other(why),
-            )
-        })
+        .map_err(Error::from)
 }
 
 #[cfg(test)]
@@ -525,18 +581,22 @@ mod tests {
 
     #[test]
     fn a_missing_library_says_what_to_install() {
-        let Err(why) = load("libvirt-not-here.so.0") else {
+        let Err(e) = load("libvirt-not-here.so.0") else {
             panic!("loaded a library that does not exist");
         };
+        let why = crate::errno::chain(&e);
         assert!(why.contains("install libvirt0"), "{why}");
+        // libloading's reason comes along.
+        assert!(why.contains("libvirt-not-here.so.0: cannot open"), "{why}");
     }
 
     #[test]
     fn a_library_without_libvirt_is_refused() {
         // libc is there, and has none of libvirt's functions.
-        let Err(why) = load("libc.so.6") else {
+        let Err(e) = load("libc.so.6") else {
             panic!("took libc for libvirt");
         };
+        let why = e.to_string();
         assert!(why.contains("has no virEventRegisterDefaultImpl"), "{why}");
     }
 }

@@ -24,6 +24,8 @@ pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
+pub use ffi::{LibvirtError, Reported};
+
 /// One domain as libvirt showed it: what the daemon keeps and writes
 /// down, parsed anew wherever it is used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +49,11 @@ pub fn parse_all(snapshots: &[Snapshot]) -> (Vec<domain::Domain>, Vec<String>) {
     for s in snapshots {
         match domain::Domain::parse(&s.xml, s.active) {
             Ok(d) => domains.push(d),
-            Err(why) => problems.push(format!("libvirt domain {}: {why}", s.uuid)),
+            Err(why) => problems.push(format!(
+                "libvirt domain {}: {}",
+                s.uuid,
+                crate::errno::chain(&why)
+            )),
         }
     }
     (domains, problems)
