@@ -216,6 +216,9 @@ impl Applier {
             }
             ShimState::Missing => self.create_shim(config, plan, out).await?,
         };
+        // Also for a shim made earlier (by another release, or changed
+        // behind our back): the host's stack takes nothing from it.
+        shim_silent(&shim.name)?;
         let nl = self.nl.clone();
         for role in [Role::Shim, Role::ShimIn] {
             let key = HookKey {
@@ -243,8 +246,7 @@ impl Applier {
             .await?;
         self.nl.set_alias(shim.index, &plan::shim_alias()).await?;
         self.nl.disable_ipv6_addresses(shim.index).await?;
-        ipv6_off(&shim.name)?;
-        write_sysctl(&shim.name, "accept_ra", "0")?;
+        shim_silent(&shim.name)?;
         out.created.push(name.clone());
         Ok(shim)
     }
@@ -337,6 +339,17 @@ fn sysctl_path(ifname: &str, key: &str) -> PathBuf {
 fn write_sysctl(ifname: &str, key: &str, value: &str) -> Result<()> {
     let path = sysctl_path(ifname, key);
     std::fs::write(&path, value).map_err(|e| Error::io(format!("setting {}", path.display()), e))
+}
+
+/// The shim's IPv6 off, and router advertisements refused there should
+/// it ever come back on, unless they are already.
+fn shim_silent(ifname: &str) -> Result<()> {
+    ipv6_off(ifname)?;
+    match std::fs::read_to_string(sysctl_path(ifname, "accept_ra")) {
+        Ok(v) if v.trim() == "0" => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => write_sysctl(ifname, "accept_ra", "0"),
+    }
 }
 
 /// The host's IPv6 off on a link (removes its addresses too), unless it

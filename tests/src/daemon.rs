@@ -229,6 +229,16 @@ pub fn status(host: &Netns, config: &Path) -> Result<(bool, serde_json::Value)> 
     Ok((out.status.success(), json))
 }
 
+/// `status --json` of a datapath that must be attached: a status that
+/// says otherwise is an error, with what it reported.
+pub fn running_status(host: &Netns, config: &Path) -> Result<serde_json::Value> {
+    let (attached, json) = status(host, config)?;
+    if !attached {
+        bail!("status says the datapath is not attached: {json:#}");
+    }
+    Ok(json)
+}
+
 /// Packets counted on one path/protocol in a status report.
 pub fn path_packets(status: &serde_json::Value, path: &str, proto: &str) -> u64 {
     status["paths"]

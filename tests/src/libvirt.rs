@@ -453,6 +453,16 @@ impl Libvirtd {
         }
     }
 
+    /// How many times the guest's init has configured its NIC `mac`
+    /// (once per boot, and per plug), from its console.
+    pub fn configured(&self, domain: &str, mac: &str) -> usize {
+        std::fs::read_to_string(self.root.join("guests").join(format!("{domain}.console")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("mvb-guest: ") && l.contains(&format!(" {mac} configured")))
+            .count()
+    }
+
     /// The guest's serial console so far.
     pub fn console(&self, domain: &str) -> String {
         let text =

@@ -4,8 +4,9 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -81,8 +82,16 @@ impl Frame {
 /// A running capture.
 pub struct WireTap {
     child: Child,
-    reader: Option<JoinHandle<Vec<u8>>>,
+    /// What tcpdump wrote so far, filled by a reader thread.
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: Option<JoinHandle<()>>,
+    ns: String,
+    ifname: String,
 }
+
+/// The ethertype of the frame that marks the end of a capture (IEEE's
+/// local experimental one: nothing in the lab speaks it).
+const MARKER_ETHERTYPE: u16 = 0x88b5;
 
 impl WireTap {
     /// Starts tcpdump on `ifname` inside `ns` and waits until it listens.
@@ -105,10 +114,14 @@ impl WireTap {
             .spawn()
             .context("starting tcpdump (is it installed?)")?;
         let mut stdout = child.stdout.take().context("tcpdump stdout")?;
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = bytes.clone();
         let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stdout.read_to_end(&mut buf);
-            buf
+            let mut chunk = [0u8; 4096];
+            // EOF or an error both mean tcpdump is gone; what it wrote stays.
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
         });
         let stderr = child.stderr.take().context("tcpdump stderr")?;
         let mut lines = BufReader::new(stderr).lines();
@@ -123,24 +136,65 @@ impl WireTap {
         std::thread::spawn(move || for _ in lines {});
         Ok(WireTap {
             child,
+            bytes,
             reader: Some(reader),
+            ns: ns.name.clone(),
+            ifname: ifname.to_owned(),
         })
     }
 
-    /// Stops the capture and returns every frame seen.
+    /// Stops the capture and returns every frame seen. Before stopping, a
+    /// marker frame goes out of the captured link and the capture runs
+    /// until tcpdump has written it: everything the link carried before
+    /// has been written too.
     pub fn stop(mut self) -> Result<Vec<Frame>> {
-        // Let frames in flight land before stopping.
-        std::thread::sleep(Duration::from_millis(200));
+        let marker = self.marker();
+        crate::traffic::send_raw(&Netns::borrowed(&self.ns), &self.ifname, marker.clone())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut scanned = 0;
+        loop {
+            {
+                let bytes = self.bytes.lock().unwrap();
+                if contains(&bytes[scanned..], &marker) {
+                    break;
+                }
+                scanned = bytes.len().saturating_sub(marker.len());
+            }
+            if Instant::now() > deadline {
+                bail!("tcpdump on {} never wrote the end marker", self.ifname);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        let bytes = self
-            .reader
+        self.child.wait().context("waiting for tcpdump")?;
+        self.reader
             .take()
             .context("capture already stopped")?
             .join()
             .map_err(|_| anyhow::anyhow!("capture reader panicked"))?;
-        parse_pcap(&bytes)
+        let bytes = std::mem::take(&mut *self.bytes.lock().unwrap());
+        Ok(parse_pcap(&bytes)?
+            .into_iter()
+            .filter(|f| f.ethertype != MARKER_ETHERTYPE)
+            .collect())
+    }
+
+    /// A frame no test sends: between two locally administered MACs
+    /// nobody has (so no guest's emulator receives it), the local
+    /// experimental ethertype, this capture's process id and time as
+    /// payload.
+    fn marker(&self) -> Vec<u8> {
+        let mut f = vec![0x02, 0x6d, 0x76, 0x62, 0x00, 0xff];
+        f.extend_from_slice(&[0x02, 0x6d, 0x76, 0x62, 0x00, 0xfe]);
+        f.extend_from_slice(&MARKER_ETHERTYPE.to_be_bytes());
+        f.extend_from_slice(&self.child.id().to_be_bytes());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        f.extend_from_slice(&nanos.to_be_bytes());
+        f.resize(60, 0);
+        f
     }
 }
 
@@ -149,6 +203,10 @@ impl Drop for WireTap {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Reads a classic pcap stream (what `tcpdump -w -` writes).

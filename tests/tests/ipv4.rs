@@ -151,7 +151,7 @@ fn the_shim_never_reaches_the_wire_and_the_host_answers_arp_from_the_uplink_only
         .collect();
     assert!(vm_arp.iter().all(|a| a.spa == GW), "stray ARP: {vm_arp:?}");
 
-    let (_, status) = daemon::status(&lab.host, &config).unwrap();
+    let status = daemon::running_status(&lab.host, &config).unwrap();
     assert!(
         daemon::drops(&status, "shim-transmit") >= 3,
         "the shim's send attempts should be counted: {status}"
@@ -249,7 +249,7 @@ fn a_vm_cannot_route_through_the_host_into_its_private_network() {
         "VM frames for the host's MAC on the wire: {leaked:#?}"
     );
 
-    let (_, status) = daemon::status(&lab.host, &config).unwrap();
+    let status = daemon::running_status(&lab.host, &config).unwrap();
     assert!(daemon::drops(&status, "not-for-host") >= 2, "{status}");
     // The route the VM added does not hurt what it may reach.
     assert!(ping(a, HOST));
@@ -311,7 +311,7 @@ fn status_reports_the_datapath_and_its_counters() {
     for _ in 0..3 {
         assert!(ping(&lab.host, lab.spec("a").addr));
     }
-    let (_, after) = daemon::status(&lab.host, &config).unwrap();
+    let after = daemon::running_status(&lab.host, &config).unwrap();
     let moved = |path, proto| {
         daemon::path_packets(&after, path, proto) - daemon::path_packets(&before, path, proto)
     };

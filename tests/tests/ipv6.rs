@@ -90,7 +90,7 @@ fn guests_resolve_the_hosts_link_local_address_inside_the_host() {
         "ND for the host crossed the wire: {solicitations:#?}"
     );
 
-    let (_, status) = daemon::status(&lab.host, &config).unwrap();
+    let status = daemon::running_status(&lab.host, &config).unwrap();
     assert!(
         daemon::path_packets(&status, "vm->host", "nd") >= 3,
         "{status}"
@@ -172,7 +172,7 @@ fn a_vm_reaches_only_the_hosts_own_ipv6_addresses() {
         !ping(a, NAT_GW6),
         "VM a reached the host's private IPv6 address"
     );
-    let (_, status) = daemon::status(&lab.host, &config).unwrap();
+    let status = daemon::running_status(&lab.host, &config).unwrap();
     assert!(daemon::drops(&status, "not-for-host") >= 2, "{status}");
     // ... or by asking for the private address on the link: nobody answers.
     a.ip(&["-6", "route", "replace", "fd00:122::/64", "dev", "eth0"])

@@ -126,6 +126,6 @@ fn a_container_restarted_under_the_same_name_is_followed_into_its_new_namespace(
         "host -> k in its new namespace"
     );
     assert!(ping(lab.guest("k"), HOST), "k in its new namespace -> host");
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
 }

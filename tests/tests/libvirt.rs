@@ -127,7 +127,8 @@ impl Timings {
     }
 }
 
-/// Polls `status` until `pred` holds; the report and how long it took.
+/// Polls `status` until the datapath is attached and `pred` holds; the
+/// report and how long it took.
 fn wait_status(
     lab: &Lab,
     config: &Path,
@@ -136,8 +137,8 @@ fn wait_status(
 ) -> (serde_json::Value, Duration) {
     let t0 = Instant::now();
     loop {
-        let (_, status) = daemon::status(&lab.host, config).unwrap();
-        if pred(&status) {
+        let (attached, status) = daemon::status(&lab.host, config).unwrap();
+        if attached && pred(&status) {
             return (status, t0.elapsed());
         }
         assert!(
@@ -429,10 +430,15 @@ fn libvirt_vms_are_followed_through_their_lifecycle() {
 
     // reset: same macvtap, the guest reboots.
     quietly(&lab, &lv, &[VM1, VM2], || {
+        let configured = lv.configured("vm1", VM1.mac);
         let t0 = Instant::now();
         lv.virsh(&["reset", "vm1"]).unwrap();
-        // The rebooted guest has configured itself anew.
-        std::thread::sleep(Duration::from_millis(500));
+        // qemu carries out a reset after virsh returns: wait for the
+        // rebooted guest to configure its NIC anew.
+        while lv.configured("vm1", VM1.mac) <= configured {
+            assert!(t0.elapsed() < BOOT, "vm1 did not come back after reset");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         lv.wait_guest_nic("vm1", VM1.mac, BOOT).unwrap();
         assert_eq!(
             state_of(&daemon::status(&lab.host, &config).unwrap().1, "vm1"),

@@ -282,6 +282,44 @@ fn a_fresh_install_verifies_is_enabled_and_waits_for_an_uplink() {
         "{said}"
     );
 
+    // What the package put where an admin and the tools look.
+    let listed = Command::new("dpkg")
+        .args(["-L", "mvbridge"])
+        .output()
+        .unwrap();
+    let listed = text(&listed);
+    for file in [
+        "/usr/sbin/mvbridge",
+        "/etc/mvbridge/mvbridge.toml",
+        "/usr/share/man/man8/mvbridge.8.gz",
+        "/usr/share/man/man8/mvbridge-run.8.gz",
+        "/usr/share/bash-completion/completions/mvbridge",
+        "/usr/share/zsh/vendor-completions/_mvbridge",
+        "/usr/share/fish/vendor_completions.d/mvbridge.fish",
+        "/usr/share/doc/mvbridge/copyright",
+        "/usr/share/doc/mvbridge/changelog.Debian.gz",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == file) && Path::new(file).exists(),
+            "{file} not installed; the package holds:\n{listed}"
+        );
+    }
+    // The unit where systemd's packaged units go (/lib is /usr/lib here).
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.ends_with("lib/systemd/system/mvbridge.service") && Path::new(l).exists()),
+        "no unit installed; the package holds:\n{listed}"
+    );
+    let conffiles = std::fs::read_to_string("/var/lib/dpkg/info/mvbridge.conffiles").unwrap();
+    assert_eq!(conffiles.trim(), "/etc/mvbridge/mvbridge.toml");
+    let completion =
+        std::fs::read_to_string("/usr/share/bash-completion/completions/mvbridge").unwrap();
+    assert!(
+        completion.contains("reload") && completion.contains("status"),
+        "the bash completion does not know the subcommands:\n{completion}"
+    );
+
     // What systemd makes of the unit as installed: every directive known,
     // every path there, its man page found.
     let verify = Command::new("systemd-analyze")

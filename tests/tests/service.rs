@@ -52,7 +52,7 @@ fn a_vm_libvirt_restarts_under_another_name_goes_live_again() {
     daemon
         .wait_for_log(&["vm gone", "vm=a"], 5 * SECOND)
         .unwrap();
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     let row = daemon::vm_row(&status, "a").clone();
     assert_eq!(row["state"], "absent", "{row}");
     assert!(
@@ -174,6 +174,17 @@ fn whatever_is_removed_behind_its_back_is_restored() {
     });
     println!("shim recreated and guarded after {took:?}");
 
+    // Someone turns the shim's IPv6 back on (and lets it take router
+    // advertisements): the periodic pass silences it again.
+    let knob = |key: &str| format!("net.ipv6.conf.{SHIM}.{key}");
+    lab.host.sysctl(&knob("accept_ra"), "2").unwrap();
+    lab.host.sysctl(&knob("disable_ipv6"), "0").unwrap();
+    let took = eventually("the shim's IPv6 is off again", 5 * SECOND, || {
+        lab.host.read_sysctl(&knob("disable_ipv6")).unwrap() == "1"
+            && lab.host.read_sysctl(&knob("accept_ra")).unwrap() == "0"
+    });
+    println!("shim silenced again after {took:?}");
+
     // Someone takes our uplink hook away: no netlink event tells us, the
     // periodic pass finds it.
     let pin = lab.bpffs().join(format!("hook_uplink_{UPLINK}"));
@@ -232,7 +243,7 @@ fn sighup_applies_a_good_config_without_a_gap_and_keeps_the_old_one_on_a_bad_one
         result.sent, result.received,
         "VM c lost packets across the reload: {result:?}"
     );
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     let vm_a = daemon::vm_row(&status, "a");
     assert!(
         vm_a["addresses"]
@@ -377,7 +388,7 @@ fn the_metrics_endpoint_serves_what_status_reports() {
     }
     let addr: SocketAddr = "127.0.0.1:9810".parse().unwrap();
     let metrics = http_get(&lab.host, addr, "/metrics").unwrap();
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     assert!(metrics.contains("mvbridge_attached 1"));
     let value = |line_start: &str| -> u64 {
         metrics
@@ -441,11 +452,17 @@ fn the_metrics_endpoint_serves_what_status_reports() {
             let idle: Vec<std::net::TcpStream> = (0..mvbridge::metrics::MAX_CONNECTIONS)
                 .map(|_| std::net::TcpStream::connect(addr).unwrap())
                 .collect();
-            // Let the server take them all before the next one knocks.
-            std::thread::sleep(Duration::from_millis(200));
+            // The server accepts in the order of its accept queue: the
+            // idle ones hold every slot when this one is taken. Closed at
+            // once means end of stream or a reset; a read that times out
+            // means it was held open, i.e. served.
             let mut extra = std::net::TcpStream::connect(addr).unwrap();
             extra.set_read_timeout(Some(2 * SECOND)).unwrap();
-            let refused = matches!(extra.read(&mut [0u8; 1]), Ok(0) | Err(_));
+            let refused = match extra.read(&mut [0u8; 1]) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            };
             let t0 = Instant::now();
             let mut first = &idle[0];
             first.set_read_timeout(Some(20 * SECOND)).unwrap();
@@ -489,9 +506,48 @@ fn systemd_hears_ready_only_once_the_datapath_is_attached() {
     let (attached, _) = daemon::status(&lab.host, &path).unwrap();
     assert!(attached, "READY=1 came before the datapath was attached");
     lab.start_guest("b").unwrap();
+
+    // A reload (what `systemctl reload` sends): RELOADING=1 with the
+    // monotonic time it began, which systemd 253 and later match against
+    // the time of the request, then READY=1 once it is done.
+    let asked = monotonic_usec();
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(daemon.pid().unwrap() as i32, libc::SIGHUP) };
+    let n = sock.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let fields: Vec<&str> = msg.lines().collect();
+    assert!(fields.contains(&"RELOADING=1"), "{msg}");
+    let began: u64 = fields
+        .iter()
+        .find_map(|f| f.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("RELOADING=1 without MONOTONIC_USEC: {msg:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (asked..=monotonic_usec()).contains(&began),
+        "MONOTONIC_USEC={began} is not the time of the reload (asked at {asked})"
+    );
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+        "no READY=1 after the reload"
+    );
+
     drop(daemon);
     let n = sock.recv(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+}
+
+/// CLOCK_MONOTONIC in microseconds, the clock systemd's MONOTONIC_USEC
+/// is on.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 #[test]
@@ -537,7 +593,7 @@ fn addresses_are_learnt_inside_allowed_prefixes_only() {
     eventually("learning VM c's IPv6 address", 5 * SECOND, || {
         ping(c, HOST6)
     });
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     let row = daemon::vm_row(&status, "c");
     let sources: Vec<String> = row["addresses"]
         .as_array()
@@ -592,7 +648,7 @@ fn addresses_are_learnt_inside_allowed_prefixes_only() {
         .status
         .success()
     );
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     assert!(daemon::drops(&status, "spoofed-address") > 0, "{status}");
     assert!(
         ping(&lab.host, lab.spec("a").addr),
@@ -758,7 +814,7 @@ fn learnt_addresses_survive_a_restart() {
     daemon.stop_with(libc::SIGTERM).unwrap();
     let next = Daemon::start_with(&lab.host, &path, &["--keep"], &[]).unwrap();
     // No traffic from VM c since: the address is known from the tables.
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     let row = daemon::vm_row(&status, "c");
     assert!(
         row["addresses"]

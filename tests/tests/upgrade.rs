@@ -73,11 +73,19 @@ fn an_upgrade_from_layout_1_is_a_restart_without_a_gap() {
 
     let to_vm = Flood::start(&lab.host, a, 1500, 2).unwrap();
     let to_host = Flood::start(lab.guest("a"), HOST, 1500, 2).unwrap();
-    // Let the floods get going on the old datapath (nothing to poll: the
-    // point is to upgrade in the middle of them).
-    std::thread::sleep(Duration::from_millis(500));
-    let counted_by_v1 = host_to_vm_ipv4(&root);
-    assert!(counted_by_v1 > 0);
+    // The floods run through the old datapath before the upgrade starts.
+    let deadline = std::time::Instant::now() + 5 * Duration::from_secs(1);
+    let counted_by_v1 = loop {
+        let n = host_to_vm_ipv4(&root);
+        if n >= 100 {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old datapath counted {n} packets of the flood"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(v1.stop_with(libc::SIGTERM).unwrap().success());
     // A migration interrupted earlier would have left a half-made layout.
     let half = root.join(format!("layout-{}", abi::LAYOUT));

@@ -56,7 +56,7 @@ fn the_loop_status_check_and_reload_agree_on_every_vm() {
     daemon
         .wait_for_log(&["config reloaded"], 10 * SECOND)
         .unwrap();
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     assert_eq!(state(&status, "k").0, "live", "{status}");
     let check = daemon::mvbridge(&lab.host, &["check", "--config", &cfg]).unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
@@ -90,7 +90,7 @@ fn the_loop_status_check_and_reload_agree_on_every_vm() {
     daemon.wait_for_log(&[both], 10 * SECOND).unwrap();
     daemon.wait_for_log(&[&clash], 10 * SECOND).unwrap();
     // ... status says the same ...
-    let (_, status) = daemon::status(&lab.host, &path).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
     assert_eq!(state(&status, "d1").0, "live", "{status}");
     let (d2, why) = state(&status, "d2");
     assert_eq!(
