@@ -1,5 +1,5 @@
 //! Builds `mvbridge-ebpf` for the BPF target and leaves the object in
-//! OUT_DIR, where `datapath.rs` embeds it: one self-contained binary.
+//! OUT_DIR, where `datapath/object.rs` embeds it: one self-contained binary.
 //!
 //! Needs the nightly toolchain with rust-src and bpf-linker on PATH;
 //! `cargo xtask` installs both. With AYA_BUILD_SKIP=1 an empty object is

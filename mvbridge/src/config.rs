@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use crate::hooks::AttachSetting;
+pub use crate::datapath::hooks::AttachSetting;
 
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/mvbridge";
 pub const DEFAULT_SHIM: &str = "mvb0";

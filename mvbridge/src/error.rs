@@ -78,7 +78,9 @@ pub enum Error {
 
     /// A hook attached as a classic filter has nowhere to be recorded.
     #[error("no record map pinned to record {hook} in")]
-    NoHookRecords { hook: crate::hooks::HookKey },
+    NoHookRecords {
+        hook: crate::datapath::hooks::HookKey,
+    },
 
     /// A pinned map of layout `from` has no rule to carry it into this
     /// binary's layout.

@@ -3,38 +3,26 @@
 //! tests use it to load the real programs (BPF_PROG_TEST_RUN) and to read
 //! the real tables.
 //!
-//! The loop, in order: [`world`] observes the kernel, [`plan`] decides
-//! (pure), [`apply`] changes the difference; [`reconcile`] holds them
-//! together for the daemon ([`daemon`]). `status` ([`report`]) and
-//! `check` run the same observe and plan.
+//! The loop, in order ([`control`]): [`world`] observes the kernel,
+//! [`plan`] decides (pure), [`apply`] changes the difference;
+//! [`reconcile`] holds them together for the daemon ([`daemon`]).
+//! `status` ([`report`]) and `check` run the same observe and plan. The
+//! loaded programs, their hooks and pinned tables are in [`datapath`];
+//! rtnetlink and other namespaces in [`kernel`]; the CLI's commands in
+//! [`commands`].
+//!
+//! [`world`]: control::world
+//! [`plan`]: control::plan
+//! [`apply`]: control::apply
+//! [`reconcile`]: control::reconcile
+//! [`daemon`]: control::daemon
+//! [`report`]: commands::report
 
-pub mod apply;
-pub mod bpffs;
-pub mod check;
-pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod configured;
-pub mod contents;
-pub mod daemon;
+pub mod control;
 pub mod datapath;
 pub mod errno;
 pub mod error;
-pub mod hooks;
-pub mod layout;
-pub mod learning;
+pub mod kernel;
 pub mod libvirt;
-pub mod maps;
-pub mod metrics;
-pub mod netlink;
-pub mod netns;
-pub mod notify;
-pub mod plan;
-pub mod preflight;
-pub mod problem_log;
-pub mod rawmap;
-pub mod reconcile;
-pub mod report;
-pub mod status;
-pub mod teardown;
-pub mod watch;
-pub mod world;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
-use mvbridge::cli::{Cli, Command};
-use mvbridge::{check, configured, daemon, status};
+use mvbridge::commands::cli::{Cli, Command};
+use mvbridge::commands::{check, configured, status};
+use mvbridge::control::daemon;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -87,7 +88,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn man_page(cmd: clap::Command) -> clap_mangen::Man {
     let source = format!("mvbridge {}", env!("CARGO_PKG_VERSION"));
     clap_mangen::Man::new(cmd)
-        .section(mvbridge::cli::MAN_SECTION)
+        .section(mvbridge::commands::cli::MAN_SECTION)
         .source(source)
 }
 

@@ -9,16 +9,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use aya::programs::{TestRun, TestRunOptions};
-use mvbridge::bpffs::{self, PinDir};
 use mvbridge::config::Config;
-use mvbridge::contents::Contents;
-use mvbridge::datapath::{Datapath, Role};
-use mvbridge::learning::Learnt;
-use mvbridge::maps::PinnedMaps;
-use mvbridge::netlink::{Link, Netlink};
-use mvbridge::netns::NetnsId;
-use mvbridge::plan;
-use mvbridge::world::{Namespace, Observer, World};
+use mvbridge::control::contents::Contents;
+use mvbridge::control::learning::Learnt;
+use mvbridge::control::plan;
+use mvbridge::control::world::{Namespace, Observer, World};
+use mvbridge::datapath::bpffs::{self, PinDir};
+use mvbridge::datapath::maps::PinnedMaps;
+use mvbridge::datapath::object::{Datapath, Role};
+use mvbridge::kernel::netlink::{Link, Netlink};
+use mvbridge::kernel::netns::NetnsId;
 use mvbridge_common::stats::{DropReason, Path as StatPath, Proto};
 
 const SHIM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0f];

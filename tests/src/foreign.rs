@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Result;
 use aya::programs::TcAttachType;
 use aya::programs::tc::{NlOptions, TcAttachOptions, TcHandle};
-use mvbridge::datapath::Datapath;
+use mvbridge::datapath::object::Datapath;
 
 use crate::netns::Netns;
 
@@ -37,12 +37,12 @@ impl Foreign {
         side: TcAttachType,
         hang: Hang,
     ) -> Result<Foreign> {
-        let pins = mvbridge::bpffs::PinDir::new(pins);
-        mvbridge::bpffs::ensure(&pins.dir)?;
+        let pins = mvbridge::datapath::bpffs::PinDir::new(pins);
+        mvbridge::datapath::bpffs::ensure(&pins.dir)?;
         std::fs::create_dir_all(pins.maps())?;
         let mut datapath = Datapath::load(&pins.maps(), false)?;
         let prog = datapath.accept_all()?;
-        let guard = mvbridge::netns::InNetns::enter(&ns.name)?;
+        let guard = mvbridge::kernel::netns::InNetns::enter(&ns.name)?;
         let options = match hang {
             Hang::Filter { priority } => TcAttachOptions::Netlink(NlOptions {
                 priority,

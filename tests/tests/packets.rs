@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use mvbridge::datapath::Role;
+use mvbridge::datapath::object::Role;
 use mvbridge_common::stats::{DropReason, Path, Proto};
 use mvbridge_common::testing::{self as t, GW_LL, GW_MAC, INET_IP, INET6};
 use mvbridge_tests::bpfrun::{Bench, BenchVm, PASS, REDIRECT, SHOT};

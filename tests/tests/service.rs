@@ -449,7 +449,7 @@ fn the_metrics_endpoint_serves_what_status_reports() {
         .host
         .in_ns(move || {
             use std::io::Read;
-            let idle: Vec<std::net::TcpStream> = (0..mvbridge::metrics::MAX_CONNECTIONS)
+            let idle: Vec<std::net::TcpStream> = (0..mvbridge::commands::metrics::MAX_CONNECTIONS)
                 .map(|_| std::net::TcpStream::connect(addr).unwrap())
                 .collect();
             // The server accepts in the order of its accept queue: the
@@ -474,7 +474,7 @@ fn the_metrics_endpoint_serves_what_status_reports() {
     assert!(refused, "a connection over the limit was served");
     assert!(closed, "an idle client was not let go");
     assert!(
-        held_for <= mvbridge::metrics::HEAD_TIMEOUT + 2 * SECOND,
+        held_for <= mvbridge::commands::metrics::HEAD_TIMEOUT + 2 * SECOND,
         "an idle client was kept {held_for:?}"
     );
     // And the endpoint serves again.

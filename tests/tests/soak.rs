@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mvbridge::bpffs::PinDir;
-use mvbridge::maps::PinnedMaps;
+use mvbridge::datapath::bpffs::PinDir;
+use mvbridge::datapath::maps::PinnedMaps;
 use mvbridge_tests::daemon::{self, Daemon, rss_kib};
 use mvbridge_tests::lab::{HOST, HOST6, Lab};
 use mvbridge_tests::traffic::{Flood, ping};

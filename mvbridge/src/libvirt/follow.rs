@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::{Config, Libvirt};
+use crate::control::problem_log::ProblemLog;
 use crate::error::Result;
-use crate::problem_log::ProblemLog;
 
 use super::declare::{self, Declaration};
 use super::state::{self, State};

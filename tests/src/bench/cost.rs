@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use mvbridge::datapath::Role;
+use mvbridge::datapath::object::Role;
 
 use super::measure::{self, least};
 use super::report::{Control, Live, LiveProgram, PerPacket, Stat};
@@ -97,22 +97,22 @@ pub fn per_packet(smoke: bool) -> Result<Vec<PerPacket>> {
 /// mvb_empty attached to the egress of a link the way mvbridge attaches
 /// its hooks (TCX where the kernel has it), for the live baseline.
 pub struct Baseline {
-    _datapath: mvbridge::datapath::Datapath,
+    _datapath: mvbridge::datapath::object::Datapath,
     pub id: u32,
 }
 
 /// Attaches the empty program to `ifname`'s egress in `ns`, the way
 /// mvbridge's are attached.
 pub fn attach_baseline(lab: &Lab, ns: &crate::netns::Netns, ifname: &str) -> Result<Baseline> {
-    let pins = mvbridge::bpffs::PinDir::new(&lab.dir.join("baseline-bpf"));
-    mvbridge::bpffs::ensure(&pins.dir)?;
+    let pins = mvbridge::datapath::bpffs::PinDir::new(&lab.dir.join("baseline-bpf"));
+    mvbridge::datapath::bpffs::ensure(&pins.dir)?;
     std::fs::create_dir_all(pins.maps())?;
-    let mut dp = mvbridge::datapath::Datapath::load(&pins.maps(), false)?;
+    let mut dp = mvbridge::datapath::object::Datapath::load(&pins.maps(), false)?;
     let prog = dp.baseline()?;
     let id = prog.info()?.id();
     // Attach from inside the namespace; the link lives as long as the
     // program object (kept in Baseline).
-    let guard = mvbridge::netns::InNetns::enter(&ns.name)?;
+    let guard = mvbridge::kernel::netns::InNetns::enter(&ns.name)?;
     // Without TCX, aya attaches a classic filter, which needs the clsact
     // qdisc mvbridge's own hooks would have made.
     if !crate::lab::kernel_has_tcx() {

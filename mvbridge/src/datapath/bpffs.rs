@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mvbridge_common::abi::{self, MapSpec};
 
-use crate::hooks::HookKey;
+use crate::datapath::hooks::HookKey;
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const STANDARD_MOUNT: &str = "/sys/fs/bpf";

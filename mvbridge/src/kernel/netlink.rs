@@ -127,7 +127,7 @@ impl Netlink {
     /// there and stays there (and keeps that namespace alive while it
     /// exists).
     pub fn connect_in(name: &str) -> Result<Netlink> {
-        let made = crate::netns::InNetns::run(Some(name), rtnetlink::new_connection)?;
+        let made = crate::kernel::netns::InNetns::run(Some(name), rtnetlink::new_connection)?;
         let (conn, handle, _) =
             made.map_err(|e| Error::io(format!("opening rtnetlink in netns {name:?}"), e))?;
         tokio::spawn(conn);

@@ -14,9 +14,9 @@ use mvbridge_common::maps::{
 };
 use mvbridge_common::stats::{DropReason, Path, Proto, path_slot};
 
-use crate::bpffs::PinDir;
 use crate::config::MacAddr;
-use crate::contents::Contents;
+use crate::control::contents::Contents;
+use crate::datapath::bpffs::PinDir;
 use crate::error::{Error, Result};
 
 /// The datapath's tables and counters, as pinned by this binary's layout.
@@ -99,7 +99,7 @@ impl PinnedMaps {
 
     /// What the tables hold, read from the kernel.
     fn read(&self) -> Result<Contents> {
-        let values = crate::rawmap::read_array(
+        let values = crate::datapath::rawmap::read_array(
             self.links_raw.fd().as_fd(),
             abi::LINKS.max_entries,
             abi::LINKS.value_size,

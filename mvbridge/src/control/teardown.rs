@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use crate::bpffs::PinDir;
 use crate::config::Config;
-use crate::datapath::Role;
+use crate::control::plan;
+use crate::datapath::bpffs::PinDir;
+use crate::datapath::hooks::{AttachMode, HookKey, Hooks};
+use crate::datapath::object::Role;
 use crate::error::{Error, Result};
-use crate::hooks::{AttachMode, HookKey, Hooks};
-use crate::netlink::Netlink;
-use crate::plan;
+use crate::kernel::netlink::Netlink;
 
 /// What was removed, for the log and for `down`'s report.
 #[derive(Debug, Default)]

@@ -9,10 +9,10 @@ use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 
 use super::HookKey;
-use crate::bpffs::PinDir;
-use crate::datapath::Datapath;
+use crate::datapath::bpffs::PinDir;
+use crate::datapath::object::Datapath;
 use crate::error::{Error, Result};
-use crate::netns::InNetns;
+use crate::kernel::netns::InNetns;
 
 /// The programs attached on `key`'s link and side, as (id, name).
 pub fn programs_on(key: &HookKey) -> Result<Vec<(u32, String)>> {

@@ -14,10 +14,10 @@ use std::fmt;
 use aya::programs::{SchedClassifier, TcAttachType};
 use serde::Deserialize;
 
-use crate::bpffs::PinDir;
-use crate::datapath::{Datapath, Role};
+use crate::datapath::bpffs::PinDir;
+use crate::datapath::object::{Datapath, Role};
 use crate::error::{Error, Result};
-use crate::netlink::{Link, Netlink};
+use crate::kernel::netlink::{Link, Netlink};
 
 /// A link, in the host's namespace or in a named one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -121,7 +121,7 @@ mod tests {
     use crate::config::Config;
 
     /// The example the package installs as /etc/mvbridge/mvbridge.toml.
-    const SHIPPED: &str = include_str!("../../dist/mvbridge.toml");
+    const SHIPPED: &str = include_str!("../../../dist/mvbridge.toml");
 
     /// The shipped example with every commented-out setting switched on:
     /// settings are commented with `#` right before the key or table

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::netlink::{Link, Neighbour, Netlink};
-use crate::netns::NetnsId;
+use crate::kernel::netlink::{Link, Neighbour, Netlink};
+use crate::kernel::netns::NetnsId;
 
 #[derive(Clone, Debug)]
 pub struct World {

@@ -9,14 +9,16 @@ use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::apply::{Outcome, Pass};
+use crate::commands::{metrics, preflight};
 use crate::config::Config;
+use crate::control::apply::{Outcome, Pass};
+use crate::control::reconcile::Reconciler;
+use crate::control::world::Observer;
+use crate::control::{notify, plan, teardown};
+use crate::kernel::netlink::Netlink;
+use crate::kernel::watch;
 use crate::libvirt::declare::Declaration;
 use crate::libvirt::follow::Follower;
-use crate::netlink::Netlink;
-use crate::reconcile::Reconciler;
-use crate::world::Observer;
-use crate::{metrics, notify, plan, preflight, teardown, watch};
 
 /// How long a burst of netlink events (a link comes with several
 /// NEWLINKs) is let settle before the pass that handles it.

@@ -11,8 +11,8 @@ use mvbridge_common::link_local;
 use mvbridge_common::maps::ENDPOINT_VM;
 
 use crate::config::{Config, Prefix};
-use crate::maps::PinnedMaps;
-use crate::plan::Plan;
+use crate::control::plan::Plan;
+use crate::datapath::maps::PinnedMaps;
 
 /// At most this many learnt global addresses per VM: a VM cycling through
 /// addresses cannot fill the tables.
@@ -231,8 +231,8 @@ impl RefusalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::Link;
-    use crate::plan::{Origin, Owned, ShimState, VmPlan, VmState};
+    use crate::control::plan::{Origin, Owned, ShimState, VmPlan, VmState};
+    use crate::kernel::netlink::Link;
 
     fn config() -> Config {
         Config::parse(

@@ -7,18 +7,18 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use aya::programs::{SchedClassifier, TcAttachType};
 
-use crate::bpffs::PinDir;
+use crate::commands::preflight;
+use crate::commands::report;
 use crate::config::{Config, MacAddr, VmOrigin};
-use crate::datapath::Role;
+use crate::control::learning::Learnt;
+use crate::control::plan::{self, ShimState, VmPlan, VmState};
+use crate::control::world::Observer;
+use crate::datapath::bpffs::PinDir;
+use crate::datapath::hooks::{AttachMode, LinkAt, tc};
+use crate::datapath::object::Role;
 use crate::error::Error;
-use crate::hooks::{AttachMode, LinkAt, tc};
-use crate::learning::Learnt;
+use crate::kernel::netlink::Netlink;
 use crate::libvirt::{self, view};
-use crate::netlink::Netlink;
-use crate::plan::{self, ShimState, VmPlan, VmState};
-use crate::preflight;
-use crate::report;
-use crate::world::Observer;
 
 /// Collects findings; blocking ones make `check` fail.
 #[derive(Default)]

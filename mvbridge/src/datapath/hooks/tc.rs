@@ -13,11 +13,11 @@ use mvbridge_common::abi;
 use mvbridge_common::maps::{HOOK_QDISC_OURS, HookName, HookRecord};
 
 use super::HookKey;
-use crate::bpffs::PinDir;
-use crate::datapath::Role;
+use crate::datapath::bpffs::PinDir;
+use crate::datapath::object::Role;
 use crate::error::{Error, Result};
-use crate::netlink::{Filter, Link, Netlink};
-use crate::netns::InNetns;
+use crate::kernel::netlink::{Filter, Link, Netlink};
+use crate::kernel::netns::InNetns;
 
 /// mvbridge's filters run first (priority 1 is the highest), so no other
 /// classifier on the link takes a frame from them.
@@ -302,8 +302,8 @@ fn ifname_of(index: u32) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::Role;
-    use crate::hooks::LinkAt;
+    use crate::datapath::hooks::LinkAt;
+    use crate::datapath::object::Role;
 
     #[test]
     fn record_names_read_back() {

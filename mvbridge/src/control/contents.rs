@@ -11,8 +11,8 @@ use mvbridge_common::maps::{
     Settings, VMLINK_BRIDGED, VMLINK_LEARN, VMLINK_PRESENT, VmLink,
 };
 
-use crate::netlink::Link;
-use crate::plan::Plan;
+use crate::control::plan::Plan;
+use crate::kernel::netlink::Link;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents {

@@ -9,18 +9,18 @@ use std::net::IpAddr;
 use mvbridge_common::maps::{Counter, ENDPOINT_VM, Endpoint, VmCounters};
 use serde::Serialize;
 
-use crate::bpffs::PinDir;
 use crate::config::{Config, MacAddr, Vm, VmOrigin};
-use crate::datapath::Role;
+use crate::control::learning::Learnt;
+use crate::control::plan::{self, VmPlan, VmState};
+use crate::control::world::{Namespace, Observer, World};
+use crate::datapath::bpffs::PinDir;
+use crate::datapath::hooks::{self, AttachMode, Found, HookKey, Hooks, LinkAt, Program};
+use crate::datapath::layout;
+use crate::datapath::maps::PinnedMaps;
+use crate::datapath::object::Role;
 use crate::error::Result;
-use crate::hooks::{self, AttachMode, Found, HookKey, Hooks, LinkAt, Program};
-use crate::layout;
-use crate::learning::Learnt;
+use crate::kernel::netlink::Link;
 use crate::libvirt::view::{self, View};
-use crate::maps::PinnedMaps;
-use crate::netlink::Link;
-use crate::plan::{self, VmPlan, VmState};
-use crate::world::{Namespace, Observer, World};
 
 #[derive(Serialize)]
 pub struct Report {

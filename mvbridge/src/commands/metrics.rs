@@ -22,10 +22,10 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::commands::report::{self, Report};
 use crate::config::Config;
-use crate::netlink::Netlink;
-use crate::report::{self, Report};
-use crate::world::Observer;
+use crate::control::world::Observer;
+use crate::kernel::netlink::Netlink;
 
 /// Prometheus' text format (what `promtool check metrics` lints).
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::contents::Contents;
-use crate::datapath::{Datapath, Role};
+use crate::control::contents::Contents;
+use crate::control::plan::{self, Plan, ShimState};
+use crate::control::world::{Namespace, Observer, World};
+use crate::datapath::hooks::{HookKey, Hooks, LinkAt};
+use crate::datapath::maps::PinnedMaps;
+use crate::datapath::object::{Datapath, Role};
 use crate::error::{Error, Result};
-use crate::hooks::{HookKey, Hooks, LinkAt};
-use crate::maps::PinnedMaps;
-use crate::netlink::{Link, Netlink};
-use crate::netns::NetnsId;
-use crate::plan::{self, Plan, ShimState};
-use crate::world::{Namespace, Observer, World};
+use crate::kernel::netlink::{Link, Netlink};
+use crate::kernel::netns::NetnsId;
 
 /// How much a pass checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,10 +17,10 @@ use aya::maps::{MapData, MapInfo};
 use mvbridge_common::abi::{self, MapKind, MapSpec};
 use mvbridge_common::maps::{VMLINK_PRESENT, VmLink};
 
-use crate::bpffs::PinDir;
+use crate::datapath::bpffs::PinDir;
+use crate::datapath::maps::PinnedMaps;
+use crate::datapath::rawmap as raw;
 use crate::error::{Error, Result};
-use crate::maps::PinnedMaps;
-use crate::rawmap as raw;
 
 /// What a start finds pinned, and so what it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,12 +11,12 @@ use mvbridge_common::link_local;
 use rtnetlink::packet_route::link::MacVlanMode;
 
 use crate::config::{Config, MacAddr, Vm};
-use crate::datapath::Role;
+use crate::control::learning::Learnt;
+use crate::control::world::{Namespace, World};
+use crate::datapath::hooks::{HookKey, LinkAt};
+use crate::datapath::object::Role;
 use crate::error::{Error, Result};
-use crate::hooks::{HookKey, LinkAt};
-use crate::learning::Learnt;
-use crate::netlink::Link;
-use crate::world::{Namespace, World};
+use crate::kernel::netlink::Link;
 
 /// Prefix of the alias mvbridge gives every link it creates: the mark by
 /// which `down` finds them, even after a crash.
@@ -479,9 +479,9 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::learning;
-    use crate::netlink::Neighbour;
-    use crate::netns::NetnsId;
+    use crate::control::learning;
+    use crate::kernel::netlink::Neighbour;
+    use crate::kernel::netns::NetnsId;
     use std::collections::BTreeMap;
 
     const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];

@@ -7,20 +7,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use mvbridge_common::abi;
 use mvbridge_common::maps::LearnEvent;
 
-use crate::apply::{Applier, Outcome, Pass};
-use crate::bpffs::{self, PinDir};
 use crate::config::Config;
-use crate::datapath::Datapath;
+use crate::control::apply::{Applier, Outcome, Pass};
+use crate::control::learning::{self, Learnt, RefusalLog};
+use crate::control::plan::{self, Plan};
+use crate::control::problem_log::ProblemLog;
+use crate::control::teardown;
+use crate::control::world::{Observer, World};
+use crate::datapath::bpffs::{self, PinDir};
+use crate::datapath::hooks::{AttachMode, Hooks};
+use crate::datapath::layout::{self, Start};
+use crate::datapath::maps::PinnedMaps;
+use crate::datapath::object::Datapath;
 use crate::error::{Error, Result};
-use crate::hooks::{AttachMode, Hooks};
-use crate::layout::{self, Start};
-use crate::learning::{self, Learnt, RefusalLog};
-use crate::maps::PinnedMaps;
-use crate::netlink::Netlink;
-use crate::plan::{self, Plan};
-use crate::problem_log::ProblemLog;
-use crate::teardown;
-use crate::world::{Observer, World};
+use crate::kernel::netlink::Netlink;
 
 /// How many plan-apply rounds one pass may take: a round that creates
 /// links is followed by one that sees them.

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
+use crate::commands::preflight;
+use crate::commands::report::{self, Report};
 use crate::config::Config;
-use crate::netlink::Netlink;
-use crate::preflight;
-use crate::report::{self, Report};
-use crate::world::Observer;
+use crate::control::world::Observer;
+use crate::kernel::netlink::Netlink;
 
 pub async fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
