@@ -399,7 +399,9 @@ fn libvirt_vms_are_followed_through_their_lifecycle() {
         human.contains("libvirt:vm1") && human.contains("2 VMs declared"),
         "{human}"
     );
-    reachable(&lab, &lv, &[VM1, VM2]);
+    // Adopted: reachable, nothing local on the wire, and the host's side
+    // of their macvtaps silent from now on.
+    quietly(&lab, &lv, &[VM1, VM2], || {});
 
     // destroy: the macvtap goes, the VM with it.
     quietly(&lab, &lv, &[VM1], || {
