@@ -27,8 +27,25 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mvbridge: error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// sysexits' EX_CONFIG: the config cannot be read or is wrong. Trying
+/// again will not help until somebody edits it, so the unit does not
+/// restart on it (`RestartPreventExitStatus=`): it stays failed, with the
+/// error in `systemctl status`.
+pub const EXIT_CONFIG: u8 = 78;
+
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let config = e
+        .chain()
+        .any(|c| c.downcast_ref::<mvbridge::config::ConfigError>().is_some());
+    if config {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -796,8 +796,29 @@ fn the_shipped_unit_and_config_fit_this_binary() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("uplink \"enp9s0\" does not exist"), "{err}");
     assert!(!err.contains("Usage"), "{err}");
+    let missing_uplink = out.status.code().unwrap();
     // Restarts (and package upgrades) leave the datapath in place.
     assert!(command("ExecStart=", &edited).contains(&"--keep".to_owned()));
+
+    // A config that does not parse ends the start with the status the
+    // unit does not restart on (the admin must edit it first).
+    let prevent: Vec<i32> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .expect("the unit restarts on every failure")
+        .split_whitespace()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let broken = std::env::temp_dir().join(format!("mvbt-{}-broken.toml", std::process::id()));
+    std::fs::write(&broken, "uplink = \"enp9s0\"\n[[vm]\n").unwrap();
+    let out = run(&command("ExecStart=", &broken));
+    std::fs::remove_file(&broken).ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not parse"), "{err}");
+    let code = out.status.code().unwrap();
+    assert!(prevent.contains(&code), "exit status {code}: {err}");
+    // ... while a missing uplink (above) is tried again.
+    assert!(!prevent.contains(&missing_uplink), "{prevent:?}");
 }
 
 #[test]
