@@ -43,7 +43,14 @@ impl Guest {
             .trim()
             .split_once(':')
             .with_context(|| format!("odd device numbers {numbers:?}"))?;
-        let node = dir.join(format!("tap-{ifname}"));
+        // In /dev, not in the lab's directory: /tmp is often a tmpfs
+        // mounted nodev (Debian 13's is), where a device node cannot be
+        // opened. The node goes as soon as the emulator holds it open.
+        let lab = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("the lab's directory has no name")?;
+        let node = std::path::PathBuf::from(format!("/dev/{lab}-tap-{ifname}"));
         let _ = std::fs::remove_file(&node);
         let c_node = std::ffi::CString::new(node.display().to_string())?;
         let dev = libc::makedev(major.parse()?, minor.parse()?);
@@ -56,9 +63,11 @@ impl Guest {
         if vnet_hdr {
             cmd.arg("--vnet-hdr");
         }
+        let child = spawn_until_ready(cmd, ifname);
+        std::fs::remove_file(&node).with_context(|| format!("removing {}", node.display()))?;
         Ok(Guest {
             key: spec.key,
-            child: spawn_until_ready(cmd, ifname)?,
+            child: child?,
         })
     }
 }
