@@ -81,9 +81,12 @@ fn the_benchmark_runs_end_to_end() {
     // hairpin's did.
     for g in Setup::Mvbridge.guests() {
         let c = report.row(Case::new(Setup::Mvbridge, *g)).unwrap();
-        // A stray neighbour probe may cross; the transfer may not.
+        // A stray neighbour probe may cross; the transfer may not. A smoke
+        // transfer is short (on a TCG VM ~0.06 GB), so one stray frame is
+        // ~1,500 bytes per GB there; the transfer crossing would be ~1e9,
+        // its ACKs hairpinning ~1e6 (b /32's figure).
         assert!(
-            c.figures.uplink_bytes_per_gb.max < limits::NO_UPLINK_BYTES,
+            c.figures.uplink_bytes_per_gb.max < 100.0 * limits::NO_UPLINK_BYTES,
             "{}: uplink bytes {:?}",
             c.case,
             c.figures.uplink_bytes_per_gb

@@ -35,8 +35,9 @@ enum Cmd {
     Demo,
     /// rustfmt and clippy (-D warnings) on the host crates.
     Lint,
-    /// Every way to connect host and VMs, measured side by side (about 8
-    /// minutes); writes target/bench/ and BENCHMARKS.md.
+    /// Every way to connect host and VMs, measured side by side, and the
+    /// daemon at scale (about 15 minutes); writes target/bench/ and
+    /// BENCHMARKS.md.
     Bench {
         /// One short trial of everything (what the test suite runs).
         #[arg(long)]

@@ -14,10 +14,11 @@ pub type Tool = (&'static str, &'static str);
 /// What the namespace lab runs: iproute2 builds it, ping and iperf3
 /// drive traffic, tcpdump watches the wire, iptables NATs the private VMs,
 /// xz unpacks the earlier release the upgrade test starts from, promtool
-/// lints the metrics.
+/// lints the metrics, sysctl reads and sets the lab's kernel knobs.
 pub const LAB: &[Tool] = &[
     ("ip", "iproute2"),
     ("tc", "iproute2"),
+    ("sysctl", "procps"),
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("iptables", "iptables"),
