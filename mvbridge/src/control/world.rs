@@ -82,41 +82,12 @@ impl Observer {
             ),
             None => (Vec::new(), Vec::new()),
         };
-        // Connections first (entering a namespace is a syscall on this
-        // thread), then every namespace's links read at once: with
-        // hundreds of containers the dumps' round trips overlap instead of
-        // adding up.
         let mut namespaces = BTreeMap::new();
-        let mut reads = Vec::new();
         for name in config.vms.iter().filter_map(|v| v.netns.as_deref()) {
-            if namespaces.contains_key(name) {
-                continue;
+            if !namespaces.contains_key(name) {
+                let seen = self.look_into(name).await;
+                namespaces.insert(name.to_owned(), seen);
             }
-            let seen = match self.connect(name) {
-                Ok((id, nl)) => {
-                    reads.push((name.to_owned(), id, nl));
-                    // Until its read below says what it holds.
-                    Namespace::Missing
-                }
-                Err(seen) => seen,
-            };
-            namespaces.insert(name.to_owned(), seen);
-        }
-        let read = futures_util::future::join_all(
-            reads
-                .into_iter()
-                .map(|(name, id, nl)| async move { (name, id, nl.links().await) }),
-        )
-        .await;
-        for (name, id, links) in read {
-            let seen = match links {
-                Ok(links) => Namespace::Seen { id, links },
-                Err(e) => {
-                    self.namespaces.remove(&name);
-                    Namespace::Unreachable(Arc::new(e))
-                }
-            };
-            namespaces.insert(name, seen);
         }
         self.namespaces.retain(|n, _| namespaces.contains_key(n));
         Ok(World {
@@ -127,18 +98,15 @@ impl Observer {
         })
     }
 
-    /// `name`'s namespace and a connection into it (kept from the last
-    /// look while the name stands for the same namespace), or what the
-    /// world says of it when there is none.
-    fn connect(&mut self, name: &str) -> std::result::Result<(NetnsId, Netlink), Namespace> {
+    async fn look_into(&mut self, name: &str) -> Namespace {
         let id = match NetnsId::of(name) {
             Ok(id) => id,
             Err(e) => {
                 self.namespaces.remove(name);
-                return Err(match e.errno() {
+                return match e.errno() {
                     Some(libc::ENOENT) => Namespace::Missing,
                     _ => Namespace::Unreachable(Arc::new(e)),
-                });
+                };
             }
         };
         if self.namespaces.get(name).is_none_or(|(had, _)| *had != id) {
@@ -148,10 +116,16 @@ impl Observer {
                 }
                 Err(e) => {
                     self.namespaces.remove(name);
-                    return Err(Namespace::Unreachable(Arc::new(e)));
+                    return Namespace::Unreachable(Arc::new(e));
                 }
             }
         }
-        Ok((id, self.namespaces[name].1.clone()))
+        match self.namespaces[name].1.links().await {
+            Ok(links) => Namespace::Seen { id, links },
+            Err(e) => {
+                self.namespaces.remove(name);
+                Namespace::Unreachable(Arc::new(e))
+            }
+        }
     }
 }
