@@ -296,7 +296,7 @@ pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("no HTTP response: {body:?}"))?;
     if !head.starts_with("HTTP/1.1 200") {
-        anyhow::bail!("HTTP error: {head}");
+        anyhow::bail!("HTTP error: {head}\n\n{body}");
     }
     Ok(body.to_owned())
 }

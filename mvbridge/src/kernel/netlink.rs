@@ -3,6 +3,7 @@
 //! deleting the links it owns.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
@@ -109,9 +110,16 @@ pub struct Filter {
 }
 
 /// A connection to rtnetlink in the network namespace it was made in.
+/// Clones share its socket.
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// One dump at a time on the socket: the kernel refuses a second
+    /// while one runs (EBUSY, `netlink_dump_start`), and the loop, the
+    /// metrics endpoint and the libvirt follower share a connection.
+    /// Found on Debian 12's 6.1 under TCG, where a scrape's neighbour
+    /// dump met the loop's.
+    dumping: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -120,7 +128,7 @@ impl Netlink {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|e| Error::io("opening rtnetlink", e))?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink::over(handle))
     }
 
     /// A connection into network namespace `name`: the socket is made
@@ -131,7 +139,14 @@ impl Netlink {
         let (conn, handle, _) =
             made.map_err(|e| Error::io(format!("opening rtnetlink in netns {name:?}"), e))?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink::over(handle))
+    }
+
+    fn over(handle: Handle) -> Netlink {
+        Netlink {
+            handle,
+            dumping: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
@@ -157,6 +172,7 @@ impl Netlink {
     }
 
     pub async fn links(&self) -> Result<Vec<Link>> {
+        let _one = self.dumping.lock().await;
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
@@ -265,6 +281,7 @@ impl Netlink {
     }
 
     async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>> {
+        let _one = self.dumping.lock().await;
         let req = self.handle.address().get().set_link_index_filter(index);
         let msgs: Vec<AddressMessage> = req
             .execute()
@@ -320,6 +337,7 @@ impl Netlink {
     /// The routers the host sends through on link `index` (gateways of
     /// its routes there) and the neighbours it has resolved there.
     pub async fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>> {
+        let _one = self.dumping.lock().await;
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut req = RouteMessage::default();
@@ -350,6 +368,7 @@ impl Netlink {
 impl Netlink {
     /// The classifiers on the ingress or egress side of link `index`.
     pub async fn filters(&self, index: u32, ingress: bool) -> Result<Vec<Filter>> {
+        let _one = self.dumping.lock().await;
         let mut tc = self.handle.traffic_filter(index as i32);
         let req = if ingress {
             tc.get().ingress()
@@ -366,6 +385,7 @@ impl Netlink {
     /// The kinds of the qdiscs on link `index` ("clsact", "ingress",
     /// "noqueue", ...).
     pub async fn qdiscs(&self, index: u32) -> Result<Vec<String>> {
+        let _one = self.dumping.lock().await;
         let msgs: Vec<TcMessage> = self
             .handle
             .qdisc()
