@@ -539,7 +539,8 @@ fn systemd_hears_ready_only_once_the_datapath_is_attached() {
 }
 
 /// CLOCK_MONOTONIC in microseconds, the clock systemd's MONOTONIC_USEC
-/// is on.
+/// is on. The test's own reading, not the daemon's function: the value
+/// the daemon sends is what is under test.
 fn monotonic_usec() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

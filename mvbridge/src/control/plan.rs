@@ -548,8 +548,8 @@ mod tests {
         p.vm(name).unwrap().state.clone()
     }
 
-    #[test]
-    fn a_fitting_macvtap_is_live_with_its_derived_link_local() {
+    /// VM a on macvtap0, the only VM link: its config and its plan.
+    fn one_macvtap() -> (Config, Plan) {
         let c = config(&vm("a", "interface = \"macvtap0\"", "203.0.113.161"));
         let p = plan(
             &c,
@@ -557,6 +557,12 @@ mod tests {
             &Learnt::default(),
         )
         .unwrap();
+        (c, p)
+    }
+
+    #[test]
+    fn a_fitting_macvtap_is_live_with_its_derived_link_local() {
+        let (c, p) = one_macvtap();
         assert_eq!(state(&p, "a"), VmState::Live(macvtap(7, "macvtap0", 0xa1)));
         let addrs = &p.vm("a").unwrap().addresses;
         let ll: IpAddr = "fe80::5054:ff:fe00:a1".parse().unwrap();
@@ -577,13 +583,7 @@ mod tests {
 
     #[test]
     fn the_wire_holds_routers_and_foreign_neighbours_only() {
-        let c = config(&vm("a", "interface = \"macvtap0\"", "203.0.113.161"));
-        let p = plan(
-            &c,
-            &world(vec![macvtap(7, "macvtap0", 0xa1)]),
-            &Learnt::default(),
-        )
-        .unwrap();
+        let (_, p) = one_macvtap();
         let want: Vec<IpAddr> = vec!["203.0.113.129".parse().unwrap(), "fe80::1".parse().unwrap()];
         assert_eq!(p.wire, want);
         assert_eq!(
