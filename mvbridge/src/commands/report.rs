@@ -226,7 +226,7 @@ pub async fn collect_all(config: &Config, observer: &mut Observer) -> Result<Rep
     let Some(settings) = &config.libvirt else {
         return collect(config, observer).await;
     };
-    let world = observer.observe(config).await?;
+    let world = observer.observe_host(config).await?;
     let view = view::look(config, settings, &plan::host_addresses(config, &world));
     let mut report = collect(&view.merged(config), observer).await?;
     report.problems.extend(view.warnings.iter().cloned());

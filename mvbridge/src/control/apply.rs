@@ -216,8 +216,9 @@ impl Applier {
             }
             ShimState::Missing => self.create_shim(config, plan, out).await?,
         };
-        // Also for a shim made earlier (by another release, or changed
-        // behind our back): the host's stack takes nothing from it.
+        // Before it comes up, and on every pass for a shim made earlier
+        // (by another release) or changed behind our back: the host's
+        // stack takes nothing from it.
         shim_silent(&shim.name)?;
         let nl = self.nl.clone();
         for role in [Role::Shim, Role::ShimIn] {
@@ -246,7 +247,6 @@ impl Applier {
             .await?;
         self.nl.set_alias(shim.index, &plan::shim_alias()).await?;
         self.nl.disable_ipv6_addresses(shim.index).await?;
-        shim_silent(&shim.name)?;
         out.created.push(name.clone());
         Ok(shim)
     }
@@ -336,30 +336,26 @@ fn sysctl_path(ifname: &str, key: &str) -> PathBuf {
     PathBuf::from(format!("/proc/sys/net/ipv6/conf/{ifname}/{key}"))
 }
 
-fn write_sysctl(ifname: &str, key: &str, value: &str) -> Result<()> {
+/// Sets a link's IPv6 knob `key` to `value` unless it holds it already;
+/// a kernel without IPv6 has no knob, and nothing to set.
+fn ensure_ipv6_knob(ifname: &str, key: &str, value: &str) -> Result<()> {
     let path = sysctl_path(ifname, key);
-    std::fs::write(&path, value).map_err(|e| Error::io(format!("setting {}", path.display()), e))
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == value => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => std::fs::write(&path, value)
+            .map_err(|e| Error::io(format!("setting {}", path.display()), e)),
+    }
 }
 
 /// The shim's IPv6 off, and router advertisements refused there should
-/// it ever come back on, unless they are already.
+/// it ever come back on.
 fn shim_silent(ifname: &str) -> Result<()> {
     ipv6_off(ifname)?;
-    match std::fs::read_to_string(sysctl_path(ifname, "accept_ra")) {
-        Ok(v) if v.trim() == "0" => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        _ => write_sysctl(ifname, "accept_ra", "0"),
-    }
+    ensure_ipv6_knob(ifname, "accept_ra", "0")
 }
 
-/// The host's IPv6 off on a link (removes its addresses too), unless it
-/// is already.
+/// The host's IPv6 off on a link (removes its addresses too).
 fn ipv6_off(ifname: &str) -> Result<()> {
-    let path = sysctl_path(ifname, "disable_ipv6");
-    match std::fs::read_to_string(&path) {
-        Ok(v) if v.trim() == "1" => Ok(()),
-        // No IPv6 in this kernel at all: nothing to silence.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        _ => write_sysctl(ifname, "disable_ipv6", "1"),
-    }
+    ensure_ipv6_knob(ifname, "disable_ipv6", "1")
 }

@@ -50,7 +50,7 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
             // The loop's own look at the world comes with it, below; this
             // one is only for the host's addresses.
             let world = Observer::new(nl.clone())
-                .observe(&base)
+                .observe_host(&base)
                 .await
                 .context("reading the host's addresses")?;
             let decl = f.declare(&base, &plan::host_addresses(&base, &world));
@@ -274,13 +274,13 @@ async fn reload_config(
 }
 
 /// What libvirt declares against `config`, and the host's addresses as
-/// the plan takes them from a look at the world now.
+/// the plan takes them from a look at the host's namespace now.
 async fn declare(
-    rec: &mut Reconciler,
+    rec: &Reconciler,
     libvirt: &mut Follower,
     config: &Config,
 ) -> crate::error::Result<Declaration> {
-    let world = rec.observe(config).await?;
+    let world = rec.observe_host(config).await?;
     Ok(libvirt.declare(config, &plan::host_addresses(config, &world)))
 }
 

@@ -138,10 +138,10 @@ impl Reconciler {
         self.applier.datapath()
     }
 
-    /// A look at the world for `config` (the running one, or one about to
-    /// replace it), through the loop's own connections.
-    pub async fn observe(&mut self, config: &Config) -> Result<World> {
-        self.observer.observe(config).await
+    /// A look at the host's namespace for `config` (the running one, or
+    /// one about to replace it), through the loop's own connection.
+    pub async fn observe_host(&self, config: &Config) -> Result<World> {
+        self.observer.observe_host(config).await
     }
 
     /// The VMs whose link is present and steered, with its ifindex.

@@ -74,6 +74,21 @@ impl Observer {
     }
 
     pub async fn observe(&mut self, config: &Config) -> Result<World> {
+        let mut world = self.observe_host(config).await?;
+        for name in config.vms.iter().filter_map(|v| v.netns.as_deref()) {
+            if !world.namespaces.contains_key(name) {
+                let seen = self.look_into(name).await;
+                world.namespaces.insert(name.to_owned(), seen);
+            }
+        }
+        self.namespaces
+            .retain(|n, _| world.namespaces.contains_key(n));
+        Ok(world)
+    }
+
+    /// The host's namespace only (no VM namespace looked into): what the
+    /// host's addresses need, without entering hundreds of containers.
+    pub async fn observe_host(&self, config: &Config) -> Result<World> {
         let links = self.nl.links().await?;
         let (uplink_addresses, wire) = match links.iter().find(|l| l.name == config.uplink) {
             Some(up) => (
@@ -82,19 +97,11 @@ impl Observer {
             ),
             None => (Vec::new(), Vec::new()),
         };
-        let mut namespaces = BTreeMap::new();
-        for name in config.vms.iter().filter_map(|v| v.netns.as_deref()) {
-            if !namespaces.contains_key(name) {
-                let seen = self.look_into(name).await;
-                namespaces.insert(name.to_owned(), seen);
-            }
-        }
-        self.namespaces.retain(|n, _| namespaces.contains_key(n));
         Ok(World {
             links,
             uplink_addresses,
             wire,
-            namespaces,
+            namespaces: BTreeMap::new(),
         })
     }
 
