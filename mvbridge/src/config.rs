@@ -43,6 +43,9 @@ pub struct Config {
     /// How hooks are attached: TCX where the kernel has it ("auto"), or
     /// forced.
     pub attach: AttachSetting,
+    /// Expedite the kernel's RCU grace periods while TCX hooks change
+    /// (see [`crate::kernel::rcu`]).
+    pub expedite_rcu: bool,
     /// Learn VMs from libvirt's domains too (`[libvirt]`); `None`: off.
     pub libvirt: Option<Libvirt>,
 }
@@ -249,6 +252,7 @@ struct RawConfig {
     ebpf_log: bool,
     #[serde(default)]
     attach: AttachSetting,
+    expedite_rcu: Option<bool>,
     shim: Option<RawShim>,
     #[serde(default)]
     vm: Vec<RawVm>,
@@ -408,6 +412,7 @@ impl RawConfig {
             pidfile,
             ebpf_log: self.ebpf_log,
             attach: self.attach,
+            expedite_rcu: self.expedite_rcu.unwrap_or(true),
             libvirt,
         };
         check_unique(&config)?;
@@ -839,6 +844,7 @@ addresses = ["203.0.113.162"]
                 "pidfile",
                 "ebpf_log",
                 "attach",
+                "expedite_rcu",
                 "name",
                 "interface",
                 "mac",

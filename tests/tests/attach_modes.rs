@@ -262,3 +262,103 @@ fn what_would_put_our_filters_at_risk_is_refused_and_nothing_changes() {
     refused("runs before any classic filter");
     drop(first);
 }
+
+/// The kernel's RCU knob (global: not the lab's), put back as the test
+/// found it however the test ends.
+const RCU_KNOB: &str = "/sys/kernel/rcu_expedited";
+
+struct KnobAsFound(String);
+
+impl Drop for KnobAsFound {
+    fn drop(&mut self) {
+        let _ = std::fs::write(RCU_KNOB, &self.0);
+    }
+}
+
+fn knob() -> String {
+    std::fs::read_to_string(RCU_KNOB).unwrap().trim().to_owned()
+}
+
+fn all_tcx(status: &serde_json::Value) {
+    let hooks = status["hooks"].as_array().unwrap();
+    assert!(
+        !hooks.is_empty() && hooks.iter().all(|h| h["mode"] == "tcx"),
+        "{status}"
+    );
+}
+
+fn back_to_normal(d: &Daemon) -> usize {
+    d.log()
+        .lines()
+        .filter(|l| l.contains("RCU grace periods back to normal"))
+        .count()
+}
+
+#[test]
+fn tcx_changes_expedite_grace_periods_and_the_knob_always_goes_back() {
+    if !kernel_has_tcx() || attach_mode() == "tc" {
+        eprintln!("skipped: no TCX hooks here");
+        return;
+    }
+    let Ok(found) = std::fs::read_to_string(RCU_KNOB) else {
+        eprintln!("skipped: this kernel has no {RCU_KNOB}");
+        return;
+    };
+    if found.trim() != "0" {
+        eprintln!("skipped: {RCU_KNOB} is set on this machine");
+        return;
+    }
+    let _restore = KnobAsFound(found.trim().to_owned());
+    let lab = Lab::hosted().unwrap();
+    let marker = lab.dir.join("mvbridge.rcu_expedited");
+    let path = lab.write_config("mvbridge.toml", &lab.config()).unwrap();
+    let debug = [("MVBRIDGE_LOG", "debug")];
+
+    // What a run killed while its hooks changed leaves: the knob set, and
+    // the marker saying it was ours to put back.
+    std::fs::write(&marker, "0\n").unwrap();
+    std::fs::write(RCU_KNOB, "1").unwrap();
+    let mut d = Daemon::start_with(&lab.host, &path, &[], &debug).unwrap();
+    assert!(
+        d.log()
+            .contains("an earlier run stopped with RCU grace periods expedited"),
+        "{}",
+        d.log()
+    );
+    // The start's attaches ran expedited (a burst per round: the shim and
+    // a link made, then the hooks), and the knob is back.
+    let at_start = back_to_normal(&d);
+    assert!(at_start >= 1, "{}", d.log());
+    assert_eq!(knob(), "0");
+    assert!(!marker.exists(), "the marker outlived the burst");
+    all_tcx(&daemon::running_status(&lab.host, &path).unwrap());
+    // Stopping detaches every TCX hook: expedited too, and put back.
+    assert!(d.stop_with(libc::SIGTERM).unwrap().success());
+    assert_eq!(back_to_normal(&d), at_start + 1, "{}", d.log());
+    assert_eq!(knob(), "0");
+    assert!(!marker.exists());
+
+    // Set by someone else: left as it is, start and stop alike.
+    std::fs::write(RCU_KNOB, "1").unwrap();
+    let mut d = Daemon::start_with(&lab.host, &path, &[], &debug).unwrap();
+    assert_eq!(knob(), "1", "the admin's setting was changed");
+    assert!(d.stop_with(libc::SIGTERM).unwrap().success());
+    assert_eq!(knob(), "1", "the admin's setting was changed");
+    assert_eq!(back_to_normal(&d), 0, "{}", d.log());
+    std::fs::write(RCU_KNOB, "0").unwrap();
+
+    // expedite_rcu = false: never touched.
+    let off = lab
+        .write_config(
+            "mvbridge-off.toml",
+            &lab.config()
+                .replacen("\n\n[shim]", "\nexpedite_rcu = false\n\n[shim]", 1),
+        )
+        .unwrap();
+    let mut d = Daemon::start_with(&lab.host, &off, &[], &debug).unwrap();
+    all_tcx(&daemon::running_status(&lab.host, &off).unwrap());
+    assert!(d.stop_with(libc::SIGTERM).unwrap().success());
+    assert_eq!(back_to_normal(&d), 0, "{}", d.log());
+    assert!(!marker.exists());
+    assert_eq!(knob(), "0");
+}

@@ -391,6 +391,15 @@ fn start_reload_restart_and_stop_keep_the_datapath_forwarding() {
         !modes.is_empty() && modes.iter().all(|m| m == want),
         "hooks attached as {modes:?}, not {want}: {report}"
     );
+    if want == "tcx" {
+        // The sandbox lets it expedite grace periods while TCX hooks
+        // change (the unit's ReadWritePaths= for the knob), and it put
+        // the knob back.
+        let log = vm.log();
+        assert!(!log.contains("not expediting RCU grace periods"), "{log}");
+        let knob = std::fs::read_to_string("/sys/kernel/rcu_expedited").unwrap();
+        assert_eq!(knob.trim(), "0", "the RCU knob was left set");
+    }
     let filters = vm
         .lab()
         .host

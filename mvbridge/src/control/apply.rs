@@ -3,19 +3,20 @@
 //! ones deleted; VM links kept quiet on the host's side), then the tables,
 //! then the hooks that read them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::control::contents::Contents;
 use crate::control::plan::{self, Plan, ShimState};
 use crate::control::world::{Namespace, Observer, World};
-use crate::datapath::hooks::{HookKey, Hooks, LinkAt};
+use crate::datapath::hooks::{AttachMode, HookKey, Hooks, LinkAt};
 use crate::datapath::maps::PinnedMaps;
 use crate::datapath::object::{Datapath, Role};
 use crate::error::{Error, Result};
 use crate::kernel::netlink::{Link, Netlink};
 use crate::kernel::netns::NetnsId;
+use crate::kernel::rcu::Expedite;
 
 /// How much a pass checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +62,10 @@ pub struct Applier {
     /// Hooks known to be attached, with the link they were attached to
     /// (its namespace, for links in other namespaces, and its ifindex).
     hooked: HashMap<HookKey, (Option<NetnsId>, u32)>,
+    /// Held from a pass's first TCX change to its end.
+    expedite: Expedite,
+    /// The config's `expedite_rcu`, as of the pass.
+    expedite_allowed: bool,
 }
 
 impl Applier {
@@ -69,6 +74,7 @@ impl Applier {
         hooks: Hooks,
         mut datapath: Datapath,
         maps: PinnedMaps,
+        expedite: Expedite,
     ) -> Result<Applier> {
         let mut prog_ids = HashMap::new();
         for role in Role::ALL {
@@ -81,6 +87,8 @@ impl Applier {
             maps,
             prog_ids,
             hooked: HashMap::new(),
+            expedite,
+            expedite_allowed: false,
         })
     }
 
@@ -100,6 +108,21 @@ impl Applier {
     /// creating them (`Outcome::created`): the caller plans again with the
     /// links there.
     pub async fn apply(
+        &mut self,
+        config: &Config,
+        plan: &Plan,
+        world: &World,
+        observer: &Observer,
+        pass: Pass,
+    ) -> Result<Outcome> {
+        self.expedite_allowed = config.expedite_rcu;
+        let out = self.carry_out(config, plan, world, observer, pass).await;
+        // This pass's hook changes are over, failed or not.
+        self.expedite.end();
+        out
+    }
+
+    async fn carry_out(
         &mut self,
         config: &Config,
         plan: &Plan,
@@ -140,7 +163,13 @@ impl Applier {
             return Ok(out);
         }
         for (vm, link) in plan.live() {
-            if vm.netns.is_none() {
+            // An event pass leaves the links it hooked earlier alone (the
+            // periodic pass checks them all); a new one is made quiet now.
+            let settled = pass == Pass::Event
+                && vm
+                    .hook()
+                    .is_some_and(|k| self.hooked.get(&k) == Some(&(None, link.index)));
+            if vm.netns.is_none() && !settled {
                 self.quiet(link).await?;
             }
         }
@@ -149,10 +178,9 @@ impl Applier {
         // Tables: slots, then every entry, then the hooks that read them.
         let names: Vec<&str> = config.vms.iter().map(|v| v.name.as_str()).collect();
         self.maps.release_slots(&names)?;
-        let mut slots = BTreeMap::new();
-        for (vm, _) in plan.live() {
-            slots.insert(vm.name.clone(), self.maps.slot_for(&vm.name)?);
-        }
+        let slots = self
+            .maps
+            .slots_for(plan.live().map(|(vm, _)| vm.name.as_str()))?;
         out.changed_entries = self.maps.sync(&Contents::new(plan, &shim, &slots))?;
         let tables_done = t0.elapsed();
 
@@ -287,6 +315,7 @@ impl Applier {
             }
         };
         if !runs {
+            self.tcx_change();
             let prog = self.datapath.program(key.role)?;
             self.hooks.attach(key, link, nl, prog).await?;
             tracing::info!(hook = %key, mode = self.hooks.mode().name(), "hook attached");
@@ -311,6 +340,9 @@ impl Applier {
                 continue;
             }
             let nl = observer.netlink_in(found.key.at.netns()).cloned();
+            if found.mode == AttachMode::Tcx {
+                self.tcx_change();
+            }
             match self.hooks.remove(&found, nl.as_ref()).await {
                 Ok(true) => {
                     tracing::info!(hook = %found.key, mode = found.mode.name(), "hook removed");
@@ -329,6 +361,13 @@ impl Applier {
             }
         }
         self.hooked.retain(|k, _| wanted.contains(k));
+    }
+
+    /// A TCX hook is about to change: each change waits for a grace period.
+    fn tcx_change(&mut self) {
+        if self.hooks.mode() == AttachMode::Tcx {
+            self.expedite.begin(self.expedite_allowed);
+        }
     }
 }
 

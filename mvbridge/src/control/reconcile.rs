@@ -2,6 +2,7 @@
 //! observes the world, plans, and applies the difference; passes are
 //! idempotent, and one that finds nothing to do changes nothing.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mvbridge_common::abi;
@@ -21,6 +22,7 @@ use crate::datapath::maps::PinnedMaps;
 use crate::datapath::object::Datapath;
 use crate::error::{Error, Result};
 use crate::kernel::netlink::Netlink;
+use crate::kernel::rcu::Expedite;
 
 /// How many plan-apply rounds one pass may take: a round that creates
 /// links is followed by one that sees them.
@@ -33,6 +35,8 @@ pub struct Reconciler {
     learnt: Learnt,
     /// The last plan applied: what learning is vetted against.
     last: Option<Plan>,
+    /// The world that plan was made from.
+    last_world: Option<World>,
     /// Problems already logged, so a pass repeats none of them.
     reported: ProblemLog,
     /// Which learning refusals to log.
@@ -116,13 +120,15 @@ impl Reconciler {
         // An adopted datapath still holds what the previous daemon learnt:
         // take it back, or the first pass would forget it.
         let learnt = Learnt::recover(&config, &maps);
-        let applier = Applier::new(nl.clone(), hooks, datapath, maps)?;
+        let expedite = Expedite::new(&config.pidfile);
+        let applier = Applier::new(nl.clone(), hooks, datapath, maps, expedite)?;
         let mut r = Reconciler {
             config,
             observer: Observer::new(nl),
             applier,
             learnt,
             last: None,
+            last_world: None,
             reported: ProblemLog::default(),
             refusals: RefusalLog::new(std::time::Instant::now()),
         };
@@ -159,7 +165,12 @@ impl Reconciler {
         let mut total = Outcome::default();
         for _ in 0..MAX_ROUNDS {
             let t0 = std::time::Instant::now();
-            let world = self.observer.observe(&self.config).await?;
+            let settled = match (pass, &self.last) {
+                (Pass::Event, Some(last)) => Some(settled_namespaces(&self.config, last)),
+                _ => None,
+            };
+            let reuse = self.last_world.as_ref().zip(settled.as_ref());
+            let world = self.observer.observe_reusing(&self.config, reuse).await?;
             let observed = t0.elapsed();
             let plan = plan::plan(&self.config, &world, &self.learnt)?;
             tracing::debug!(
@@ -185,6 +196,7 @@ impl Reconciler {
                     .retain(|name| plan.vm(name).is_some_and(|v| v.link().is_some()));
                 self.reported.update(&problems);
                 self.last = Some(plan);
+                self.last_world = Some(world);
                 return Ok(total);
             }
         }
@@ -273,6 +285,24 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// The namespaces all of whose VMs `plan` found live: nothing an event
+/// in the host's namespace says can be waiting there.
+fn settled_namespaces(config: &Config, plan: &Plan) -> BTreeSet<String> {
+    let mut waiting = BTreeSet::new();
+    let mut settled = BTreeSet::new();
+    for vm in &config.vms {
+        let Some(ns) = vm.netns.as_deref() else {
+            continue;
+        };
+        if plan.vm(&vm.name).is_some_and(|v| v.link().is_some()) {
+            settled.insert(ns.to_owned());
+        } else {
+            waiting.insert(ns.to_owned());
+        }
+    }
+    &settled - &waiting
 }
 
 fn merge(total: &mut Outcome, out: Outcome) {

@@ -12,6 +12,7 @@ use crate::datapath::hooks::{AttachMode, HookKey, Hooks};
 use crate::datapath::object::Role;
 use crate::error::{Error, Result};
 use crate::kernel::netlink::Netlink;
+use crate::kernel::rcu::Expedite;
 
 /// What was removed, for the log and for `down`'s report.
 #[derive(Debug, Default)]
@@ -37,6 +38,11 @@ pub async fn remove(config: &Config, nl: &Netlink) -> Result<Removed> {
     let mut hooks = Hooks::open(&pins, AttachMode::probe())?;
     let mut found = hooks.found();
     found.sort_by_key(|f| (f.key.role != Role::Uplink, f.key.clone()));
+    // Each TCX detach waits for a grace period; put back when this returns.
+    let mut expedite = Expedite::new(&config.pidfile);
+    if found.iter().any(|f| f.mode == AttachMode::Tcx) {
+        expedite.begin(config.expedite_rcu);
+    }
     for f in found {
         let there = match f.key.at.netns() {
             None => Some(nl.clone()),

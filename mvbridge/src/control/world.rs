@@ -2,13 +2,13 @@
 //! kernel, in the host's namespace and in every namespace the config
 //! names. The daemon's loop, `status`, `check` and `reload` all start here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::kernel::netlink::{Link, Neighbour, Netlink};
+use crate::kernel::netlink::{Link, Mac, Neighbour, Netlink};
 use crate::kernel::netns::NetnsId;
 
 #[derive(Clone, Debug)]
@@ -74,15 +74,63 @@ impl Observer {
     }
 
     pub async fn observe(&mut self, config: &Config) -> Result<World> {
+        self.observe_reusing(config, None).await
+    }
+
+    /// Like [`Observer::observe`], but namespaces named in `settled`
+    /// keep what `last` saw there, as long as the name still stands for
+    /// the same namespace: an event pass looks into the namespaces where
+    /// a VM still waits for its link, not into hundreds of containers
+    /// whose links are in place (changes inside those send no event to
+    /// the host's namespace anyway; the periodic pass looks at them).
+    pub async fn observe_reusing(
+        &mut self,
+        config: &Config,
+        reuse: Option<(&World, &BTreeSet<String>)>,
+    ) -> Result<World> {
+        let t0 = std::time::Instant::now();
         let mut world = self.observe_host(config).await?;
+        let host_us = t0.elapsed().as_micros() as u64;
+        let mut looked = 0;
+        let here: BTreeSet<Mac> = world.links.iter().filter_map(|l| l.mac).collect();
         for name in config.vms.iter().filter_map(|v| v.netns.as_deref()) {
-            if !world.namespaces.contains_key(name) {
-                let seen = self.look_into(name).await;
-                world.namespaces.insert(name.to_owned(), seen);
+            if world.namespaces.contains_key(name) {
+                continue;
             }
+            let kept = reuse
+                .filter(|(_, settled)| settled.contains(name))
+                .and_then(|(last, _)| match last.namespaces.get(name) {
+                    // Same namespace, and none of its links moved into
+                    // the host's (the one move out of it the host's
+                    // namespace hears about).
+                    Some(seen @ Namespace::Seen { id, links })
+                        if self.namespaces.get(name).is_some_and(|(had, _)| had == id)
+                            && NetnsId::of(name).is_ok_and(|now| now == *id)
+                            && !links.iter().any(|l| {
+                                l.mac.is_some_and(|m| m != [0; 6] && here.contains(&m))
+                            }) =>
+                    {
+                        Some(seen.clone())
+                    }
+                    _ => None,
+                });
+            let seen = match kept {
+                Some(seen) => seen,
+                None => {
+                    looked += 1;
+                    self.look_into(name).await
+                }
+            };
+            world.namespaces.insert(name.to_owned(), seen);
         }
         self.namespaces
             .retain(|n, _| world.namespaces.contains_key(n));
+        tracing::debug!(
+            host_us,
+            namespaces_us = t0.elapsed().as_micros() as u64 - host_us,
+            looked,
+            "observed"
+        );
         Ok(world)
     }
 

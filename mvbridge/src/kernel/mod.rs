@@ -1,7 +1,9 @@
 //! Talking to the kernel beyond the datapath: rtnetlink requests
-//! ([`netlink`]) and notifications ([`watch`]), and other network
-//! namespaces ([`netns`]).
+//! ([`netlink`]) and notifications ([`watch`]), other network
+//! namespaces ([`netns`]), and faster RCU grace periods while hooks
+//! change ([`rcu`]).
 
 pub mod netlink;
 pub mod netns;
+pub mod rcu;
 pub mod watch;

@@ -10,7 +10,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use rtnetlink::packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoMacVlan, InfoMacVtap, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -173,10 +173,13 @@ impl Netlink {
 
     pub async fn links(&self) -> Result<Vec<Link>> {
         let _one = self.dumping.lock().await;
+        // Without counters: they are most of each message (the kernel
+        // gathers them per CPU), and nothing here reads them.
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
             .get()
+            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
             .execute()
             .try_collect()
             .await
