@@ -207,6 +207,23 @@ fn whatever_is_removed_behind_its_back_is_restored() {
     assert!(ping(&lab.host, a), "host -> VM a after the restore");
     println!("uplink hook restored after {:?}", gone.elapsed());
     assert_eq!(pin.exists(), tcx, "attached the other way");
+
+    // Someone detaches the TCX link itself (`bpftool link detach`): its
+    // pin stays, the link is defunct; the periodic pass finds that too.
+    if tcx {
+        let seen = daemon.count_log(&attached);
+        mvbridge_tests::state::detach_tcx_link_keeping_its_pin(&pin).unwrap();
+        // As above: the new attach line is the proof it was found gone.
+        daemon
+            .wait_for_another_log(&attached, seen, 5 * SECOND)
+            .unwrap();
+        let hooks = HostState::capture(&lab.host, &lab.bpffs()).unwrap().hooks;
+        assert!(
+            hooks.contains(&format!("{UPLINK} egress mvb_uplink")),
+            "{hooks:?}"
+        );
+        assert!(ping(&lab.host, a), "host -> VM a after the second restore");
+    }
     drop(daemon);
 }
 

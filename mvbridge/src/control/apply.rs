@@ -195,20 +195,26 @@ impl Applier {
                     _ => None,
                 });
             let key = vm.hook().expect("a live VM has a hook");
-            let nl = observer
-                .netlink_in(vm.netns.as_deref())
-                .ok_or_else(|| Error::NetnsLost {
-                    netns: vm.netns.clone().unwrap_or_default(),
-                })?
-                .clone();
-            self.hook(&key, link, &nl, ns, pass, &mut out).await?;
+            let nl = if self.hooks.needs_netlink() {
+                let nl =
+                    observer
+                        .netlink_in(vm.netns.as_deref())
+                        .ok_or_else(|| Error::NetnsLost {
+                            netns: vm.netns.clone().unwrap_or_default(),
+                        })?;
+                Some(nl.clone())
+            } else {
+                None
+            };
+            self.hook(&key, link, nl.as_ref(), ns, pass, &mut out)
+                .await?;
         }
         let uplink = HookKey {
             role: Role::Uplink,
             at: LinkAt::Host(plan.uplink.name.clone()),
         };
         let nl = self.nl.clone();
-        self.hook(&uplink, &plan.uplink, &nl, None, pass, &mut out)
+        self.hook(&uplink, &plan.uplink, Some(&nl), None, pass, &mut out)
             .await?;
         self.remove_stale_hooks(&plan.hooks(config), observer, &mut out)
             .await;
@@ -254,7 +260,7 @@ impl Applier {
                 role,
                 at: LinkAt::Host(name.clone()),
             };
-            self.hook(&key, &shim, &nl, None, pass, out).await?;
+            self.hook(&key, &shim, Some(&nl), None, pass, out).await?;
         }
         if !shim.up {
             self.nl.set_up(shim.index).await?;
@@ -296,7 +302,7 @@ impl Applier {
         &mut self,
         key: &HookKey,
         link: &Link,
-        nl: &Netlink,
+        nl: Option<&Netlink>,
         ns: Option<NetnsId>,
         pass: Pass,
         out: &mut Outcome,
@@ -339,7 +345,11 @@ impl Applier {
             if found.mode == mode && wanted.contains(&found.key) {
                 continue;
             }
-            let nl = observer.netlink_in(found.key.at.netns()).cloned();
+            // Only a classic filter is removed through netlink.
+            let nl = match found.mode {
+                AttachMode::Tc => observer.netlink_in(found.key.at.netns()).cloned(),
+                AttachMode::Tcx => None,
+            };
             if found.mode == AttachMode::Tcx {
                 self.tcx_change();
             }

@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::kernel::link_socket::{self, LinkSocket};
 use crate::kernel::netlink::{Link, Mac, Neighbour, Netlink};
 use crate::kernel::netns::NetnsId;
 
@@ -42,13 +44,24 @@ impl World {
     }
 }
 
-/// Reads worlds, keeping one rtnetlink connection per namespace. A
-/// connection is made inside its namespace and keeps it alive, so it is
-/// dropped as soon as the name stands for another namespace (a container
-/// restarted) or for none.
+/// Reads worlds, keeping a socket in each VM namespace. A socket is made
+/// inside its namespace and keeps it alive, so it is dropped as soon as
+/// the name stands for another namespace (a container restarted) or for
+/// none.
 pub struct Observer {
     nl: Netlink,
-    namespaces: HashMap<String, (NetnsId, Netlink)>,
+    namespaces: HashMap<String, InNamespace>,
+    /// Scratch space for every namespace's link dump.
+    buf: Vec<u8>,
+}
+
+struct InNamespace {
+    id: NetnsId,
+    links: LinkSocket,
+    /// A full connection, made the first time something needs one (classic
+    /// TC hooks): TCX hooks need none, and a connection per container
+    /// costs ~55 KiB.
+    full: OnceLock<Netlink>,
 }
 
 impl Observer {
@@ -56,6 +69,7 @@ impl Observer {
         Observer {
             nl,
             namespaces: HashMap::new(),
+            buf: Vec::with_capacity(link_socket::BUFFER),
         }
     }
 
@@ -64,13 +78,31 @@ impl Observer {
         &self.nl
     }
 
-    /// A connection into `netns` (the host's namespace for `None`), as the
-    /// last look made it; `None` when that namespace was not there.
+    /// A connection into `netns` (the host's namespace for `None`), into
+    /// the namespace the last look saw; `None` when that namespace was
+    /// not there (or can no longer be entered).
     pub fn netlink_in(&self, netns: Option<&str>) -> Option<&Netlink> {
-        match netns {
-            None => Some(&self.nl),
-            Some(n) => self.namespaces.get(n).map(|(_, nl)| nl),
+        let Some(name) = netns else {
+            return Some(&self.nl);
+        };
+        let ns = self.namespaces.get(name)?;
+        if ns.full.get().is_none() {
+            // Into the namespace the socket is in, not whatever the name
+            // stands for by now.
+            if NetnsId::of(name).ok()? != ns.id {
+                return None;
+            }
+            match Netlink::connect_in(name) {
+                Ok(nl) => {
+                    let _ = ns.full.set(nl);
+                }
+                Err(e) => {
+                    tracing::debug!(netns = name, "{}", crate::errno::chain(&e));
+                    return None;
+                }
+            }
         }
+        ns.full.get()
     }
 
     pub async fn observe(&mut self, config: &Config) -> Result<World> {
@@ -104,7 +136,7 @@ impl Observer {
                     // the host's (the one move out of it the host's
                     // namespace hears about).
                     Some(seen @ Namespace::Seen { id, links })
-                        if self.namespaces.get(name).is_some_and(|(had, _)| had == id)
+                        if self.namespaces.get(name).is_some_and(|had| had.id == *id)
                             && NetnsId::of(name).is_ok_and(|now| now == *id)
                             && !links.iter().any(|l| {
                                 l.mac.is_some_and(|m| m != [0; 6] && here.contains(&m))
@@ -164,10 +196,15 @@ impl Observer {
                 };
             }
         };
-        if self.namespaces.get(name).is_none_or(|(had, _)| *had != id) {
-            match Netlink::connect_in(name) {
-                Ok(nl) => {
-                    self.namespaces.insert(name.to_owned(), (id, nl));
+        if self.namespaces.get(name).is_none_or(|had| had.id != id) {
+            match LinkSocket::open_in(name) {
+                Ok(links) => {
+                    let ns = InNamespace {
+                        id,
+                        links,
+                        full: OnceLock::new(),
+                    };
+                    self.namespaces.insert(name.to_owned(), ns);
                 }
                 Err(e) => {
                     self.namespaces.remove(name);
@@ -175,7 +212,8 @@ impl Observer {
                 }
             }
         }
-        match self.namespaces[name].1.links().await {
+        let ns = self.namespaces.get_mut(name).expect("inserted above");
+        match ns.links.links(&mut self.buf) {
             Ok(links) => Namespace::Seen { id, links },
             Err(e) => {
                 self.namespaces.remove(name);

@@ -39,7 +39,7 @@ struct BatchAttr {
 /// but bpf(2) hands it out).
 const ENOTSUPP: i32 = 524;
 
-fn call<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
+pub(crate) fn call<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
     // SAFETY: `attr` is a valid prefix of `union bpf_attr` for `cmd`, and
     // writable (batch commands write back how many they did); the pointers
     // in it point at buffers the caller sized for the map's keys and

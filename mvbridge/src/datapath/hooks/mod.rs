@@ -255,15 +255,32 @@ impl Hooks {
     }
 
     /// Is the program `prog_id` the one running as `key`, on `link` (whose
-    /// namespace `nl` speaks to)?
+    /// namespace `nl` speaks to: classic filters are read through it; a
+    /// TCX link is read from our pin of it)?
     pub async fn runs(
         &self,
         key: &HookKey,
         link: &Link,
-        nl: &Netlink,
+        nl: Option<&Netlink>,
         prog_id: u32,
     ) -> Result<bool> {
-        runs_as(self.mode, key, Some((link, nl)), Program::Id(prog_id)).await
+        match self.mode {
+            AttachMode::Tcx => tcx::runs(&self.pins, key, link.index, prog_id),
+            AttachMode::Tc => {
+                runs_as(
+                    self.mode,
+                    key,
+                    nl.map(|nl| (link, nl)),
+                    Program::Id(prog_id),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Does this mode need a connection into a hook's namespace?
+    pub fn needs_netlink(&self) -> bool {
+        self.mode == AttachMode::Tc
     }
 
     /// Attaches `prog` as `key` on `link`, replacing in place what runs
@@ -272,12 +289,15 @@ impl Hooks {
         &mut self,
         key: &HookKey,
         link: &Link,
-        nl: &Netlink,
+        nl: Option<&Netlink>,
         prog: &mut SchedClassifier,
     ) -> Result<()> {
-        match self.mode {
-            AttachMode::Tcx => tcx::attach(&self.pins, key, prog),
-            AttachMode::Tc => tc::attach(&mut self.records, key, link, nl, prog).await,
+        match (self.mode, nl) {
+            (AttachMode::Tcx, _) => tcx::attach(&self.pins, key, prog),
+            (AttachMode::Tc, Some(nl)) => tc::attach(&mut self.records, key, link, nl, prog).await,
+            (AttachMode::Tc, None) => Err(Error::NetnsLost {
+                netns: key.at.netns().unwrap_or_default().to_owned(),
+            }),
         }
     }
 

@@ -2,11 +2,13 @@
 //! chain, pinned on bpffs under the hook's name, replaced in place with
 //! `bpf_link_update`.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use aya::programs::SchedClassifier;
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{SchedClassifier, TcAttachType};
 
 use super::HookKey;
 use crate::datapath::bpffs::PinDir;
@@ -25,6 +27,97 @@ pub fn programs_on(key: &HookKey) -> Result<Vec<(u32, String)>> {
         .iter()
         .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))
         .collect())
+}
+
+/// Does `prog_id` run as `key` on the link with `ifindex`? Read from our
+/// pin of the hook: a TCX link still attached (the kernel reports ifindex
+/// 0 once it was detached or its device went) to that link and side,
+/// running that program. Enters no namespace and lists no chain: the
+/// periodic pass asks this of every hook.
+pub fn runs(pins: &PinDir, key: &HookKey, ifindex: u32, prog_id: u32) -> Result<bool> {
+    let path = pins.hook(key);
+    let reading = || format!("reading {}", path.display());
+    let fd = match open_pin(&path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(reading(), e)),
+    };
+    let info = link_info(fd.as_fd()).map_err(|e| Error::io(reading(), e))?;
+    let side = match key.role.attach_type() {
+        TcAttachType::Ingress => BPF_TCX_INGRESS,
+        _ => BPF_TCX_EGRESS,
+    };
+    Ok(info.prog_id == prog_id
+        && info.ifindex == ifindex
+        && ifindex != 0
+        && info.attach_type == side)
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+
+/// `struct bpf_link_info` as far as a TCX link fills it.
+#[repr(C)]
+#[derive(Default)]
+struct TcxLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    attach_type: u32,
+    /// The rest of the union, zero as the kernel wants it.
+    _rest: [u64; 6],
+}
+
+fn open_pin(path: &Path) -> std::io::Result<OwnedFd> {
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut attr = ObjGet {
+        pathname: name.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: BPF_OBJ_GET with a NUL-terminated path that outlives the
+    // call; on success the kernel returns a new fd, which we own.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut attr as *mut ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn link_info(fd: BorrowedFd<'_>) -> std::io::Result<TcxLinkInfo> {
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = TcxLinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<TcxLinkInfo>() as u32,
+        info: &mut info as *mut TcxLinkInfo as u64,
+    };
+    crate::datapath::rawmap::call(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info)
 }
 
 /// Attaches `prog` as `key`, before any other program on that side of the
