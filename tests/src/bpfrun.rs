@@ -201,6 +201,7 @@ impl Bench {
                 alias: None,
                 up: true,
                 allmulti: true,
+                ipv6: None,
             });
             let mut addrs = vec![IpAddr::from(std::net::Ipv6Addr::new(
                 0x2001,
@@ -265,6 +266,7 @@ impl Bench {
             alias: None,
             up: false,
             allmulti: false,
+            ipv6: None,
         };
         let t = std::time::Instant::now();
         self.maps.sync(&Contents::new(&plan, &shim, &slots))?;

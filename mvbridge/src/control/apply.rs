@@ -253,7 +253,7 @@ impl Applier {
         // Before it comes up, and on every pass for a shim made earlier
         // (by another release) or changed behind our back: the host's
         // stack takes nothing from it.
-        shim_silent(&shim.name)?;
+        shim_silent(&shim)?;
         let nl = self.nl.clone();
         for role in [Role::Shim, Role::ShimIn] {
             let key = HookKey {
@@ -293,7 +293,7 @@ impl Applier {
         if !link.allmulti {
             self.nl.set_allmulticast(link.index).await?;
         }
-        ipv6_off(&link.name)
+        ipv6_off(link)
     }
 
     /// Makes sure `key`'s program runs on `link` (`nl` speaks to its
@@ -381,30 +381,28 @@ impl Applier {
     }
 }
 
-fn sysctl_path(ifname: &str, key: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/sys/net/ipv6/conf/{ifname}/{key}"))
-}
-
-/// Sets a link's IPv6 knob `key` to `value` unless it holds it already;
-/// a kernel without IPv6 has no knob, and nothing to set.
-fn ensure_ipv6_knob(ifname: &str, key: &str, value: &str) -> Result<()> {
-    let path = sysctl_path(ifname, key);
-    match std::fs::read_to_string(&path) {
-        Ok(v) if v.trim() == value => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        _ => std::fs::write(&path, value)
-            .map_err(|e| Error::io(format!("setting {}", path.display()), e)),
-    }
+/// Sets a link's IPv6 knob `key` (a boolean) to `on`.
+fn set_ipv6_knob(ifname: &str, key: &str, on: bool) -> Result<()> {
+    let path = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{ifname}/{key}"));
+    std::fs::write(&path, if on { "1" } else { "0" })
+        .map_err(|e| Error::io(format!("setting {}", path.display()), e))
 }
 
 /// The shim's IPv6 off, and router advertisements refused there should
 /// it ever come back on.
-fn shim_silent(ifname: &str) -> Result<()> {
-    ipv6_off(ifname)?;
-    ensure_ipv6_knob(ifname, "accept_ra", "0")
+fn shim_silent(shim: &Link) -> Result<()> {
+    ipv6_off(shim)?;
+    if shim.ipv6.is_some_and(|c| c.accept_ra) {
+        set_ipv6_knob(&shim.name, "accept_ra", false)?;
+    }
+    Ok(())
 }
 
-/// The host's IPv6 off on a link (removes its addresses too).
-fn ipv6_off(ifname: &str) -> Result<()> {
-    ensure_ipv6_knob(ifname, "disable_ipv6", "1")
+/// The host's IPv6 off on a link (removes its addresses too), unless the
+/// link's last dump says it is; a kernel without IPv6 has nothing to set.
+fn ipv6_off(link: &Link) -> Result<()> {
+    if link.ipv6.is_some_and(|c| !c.disabled) {
+        set_ipv6_knob(&link.name, "disable_ipv6", true)?;
+    }
+    Ok(())
 }

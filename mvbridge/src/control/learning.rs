@@ -252,6 +252,7 @@ mod tests {
             alias: None,
             up: true,
             allmulti: false,
+            ipv6: None,
         };
         let owned = |a: &str| Owned {
             addr: a.parse().unwrap(),

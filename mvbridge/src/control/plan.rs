@@ -498,6 +498,7 @@ mod tests {
             alias: None,
             up: true,
             allmulti: false,
+            ipv6: None,
         }
     }
 

@@ -39,6 +39,16 @@ pub struct Link {
     pub up: bool,
     /// Receives every multicast group (`IFF_ALLMULTI`).
     pub allmulti: bool,
+    /// The link's IPv6 settings; `None` on a kernel without IPv6.
+    pub ipv6: Option<Ipv6Conf>,
+}
+
+/// The IPv6 settings of a link mvbridge keeps (its sysctls, as a link
+/// dump reports them: no file to read per link and pass).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Conf {
+    pub disabled: bool,
+    pub accept_ra: bool,
 }
 
 impl Link {
@@ -53,6 +63,7 @@ impl Link {
             alias: None,
             up: m.header.flags.contains(LinkFlags::Up),
             allmulti: m.header.flags.contains(LinkFlags::Allmulti),
+            ipv6: None,
         };
         for attr in &m.attributes {
             match attr {
@@ -60,6 +71,21 @@ impl Link {
                 LinkAttribute::Address(a) => link.mac = a.as_slice().try_into().ok(),
                 LinkAttribute::Link(l) => link.lower = Some(*l),
                 LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
+                LinkAttribute::AfSpecUnspec(specs) => {
+                    for spec in specs {
+                        let AfSpecUnspec::Inet6(inet6) = spec else {
+                            continue;
+                        };
+                        for x in inet6 {
+                            if let AfSpecInet6::DevConf(c) = x {
+                                link.ipv6 = Some(Ipv6Conf {
+                                    disabled: c.disable_ipv6 != 0,
+                                    accept_ra: c.accept_ra != 0,
+                                });
+                            }
+                        }
+                    }
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
