@@ -417,7 +417,7 @@ async fn hook_row(
     observer: &Observer,
     kept: &[Found],
 ) -> HookRow {
-    let on = link.zip(observer.netlink_in(key.at.netns()));
+    let on = || link.zip(observer.netlink_in(key.at.netns()));
     let (mode, problem) = match hooks::attached_as(key, on, Program::Of(key.role)).await {
         Ok(Some(mode)) => (Some(mode), None),
         Ok(None) => (None, Some("not attached".to_owned())),

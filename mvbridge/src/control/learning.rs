@@ -2,7 +2,7 @@
 //! first come (any VM), global ones within the prefixes a VM may learn.
 //! The programs report what they saw; the policy here decides.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use mvbridge_common::maps::ENDPOINT_VM;
 
 use crate::config::{Config, Prefix};
 use crate::control::plan::Plan;
-use crate::datapath::maps::PinnedMaps;
+use crate::datapath::maps::{PinnedMaps, name_key};
 
 /// At most this many learnt global addresses per VM: a VM cycling through
 /// addresses cannot fill the tables.
@@ -52,20 +52,32 @@ impl Learnt {
     /// by its counter slot, that its config does not list and that are not
     /// the link-local address of one of its MACs, which plans derive.
     pub fn recover(config: &Config, maps: &PinnedMaps) -> Learnt {
-        let entries = maps.entries();
+        // Each table read once (a read per VM made a restart at 1,000 VMs
+        // spend 1.5 s here), then grouped by counter slot.
+        let slots = maps.slots();
+        let mut macs: HashMap<u32, Vec<[u8; 6]>> = HashMap::new();
+        for (mac, ep) in maps.macs() {
+            macs.entry(ep.vm).or_default().push(mac);
+        }
+        let mut owned: HashMap<u32, Vec<IpAddr>> = HashMap::new();
+        for (addr, ep) in maps.entries() {
+            if ep.kind == ENDPOINT_VM {
+                owned.entry(ep.vm).or_default().push(addr);
+            }
+        }
         let mut learnt = Learnt::default();
         for vm in &config.vms {
-            let Some(slot) = maps.slot_of(&vm.name) else {
+            let Some(slot) = slots.get(&name_key(&vm.name)) else {
                 continue;
             };
-            let derived: Vec<IpAddr> = maps
-                .macs_of(slot)
-                .iter()
+            let derived: Vec<IpAddr> = macs
+                .get(slot)
+                .into_iter()
+                .flatten()
                 .map(|m| IpAddr::from(link_local::eui64(m)))
                 .collect();
-            for (addr, ep) in &entries {
-                let theirs = ep.kind == ENDPOINT_VM && ep.vm == slot;
-                if theirs && !vm.addresses.contains(addr) && !derived.contains(addr) {
+            for addr in owned.get(slot).into_iter().flatten() {
+                if !vm.addresses.contains(addr) && !derived.contains(addr) {
                     learnt.insert(&vm.name, *addr);
                 }
             }

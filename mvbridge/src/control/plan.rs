@@ -161,6 +161,24 @@ impl Plan {
         self.vms.iter().filter_map(|v| Some((v, v.link()?)))
     }
 
+    /// The VM namespaces all of whose VMs are live: no event in the host's
+    /// namespace can mean something waits there.
+    pub fn settled_namespaces(&self) -> BTreeSet<String> {
+        let mut waiting = BTreeSet::new();
+        let mut settled = BTreeSet::new();
+        for vm in &self.vms {
+            let Some(ns) = &vm.netns else {
+                continue;
+            };
+            if vm.link().is_some() {
+                settled.insert(ns.clone());
+            } else {
+                waiting.insert(ns.clone());
+            }
+        }
+        &settled - &waiting
+    }
+
     /// Who owns `addr`, if anyone: "the host", a neighbour, or a VM.
     pub fn owner_of(&self, addr: &IpAddr) -> Option<String> {
         if self.host.contains(addr) {
@@ -733,10 +751,13 @@ mod tests {
         let hook = p.vm("x").unwrap().hook().unwrap();
         assert_eq!(hook.at, LinkAt::new(Some("ctr1"), "eth0"));
 
+        assert_eq!(p.settled_namespaces(), BTreeSet::from(["ctr1".to_owned()]));
+
         // Its namespace not there (the container is stopped): absent.
         w.namespaces.insert("ctr1".into(), Namespace::Missing);
         let p = plan(&c, &w, &Learnt::default()).unwrap();
         assert_eq!(state(&p, "x"), VmState::Absent);
+        assert!(p.settled_namespaces().is_empty());
 
         // Its ifindex colliding with a host link's: unfit, said so.
         let mut clash = theirs;
@@ -752,6 +773,52 @@ mod tests {
         assert!(
             matches!(state(&p, "x"), VmState::Unfit { reason } if reason.contains("has ifindex 9, like the host's eth0"))
         );
+    }
+
+    #[test]
+    fn a_namespace_with_one_vm_waiting_is_not_settled() {
+        let c = config(&format!(
+            "{}{}{}",
+            vm(
+                "x",
+                "interface = \"eth0\"\nnetns = \"ctr1\"",
+                "203.0.113.165"
+            ),
+            vm(
+                "y",
+                "interface = \"eth1\"\nnetns = \"ctr1\"",
+                "203.0.113.166"
+            ),
+            vm(
+                "z",
+                "interface = \"eth0\"\nnetns = \"ctr2\"",
+                "203.0.113.167"
+            ),
+        ));
+        let mut w = world(vec![]);
+        for (ns, index, last) in [("ctr1", 30, 0xe5), ("ctr2", 31, 0xe6)] {
+            let mut eth0 = link(
+                index,
+                "eth0",
+                Some("macvlan"),
+                [0x52, 0x54, 0, 0, 0, last],
+                Some(2),
+            );
+            eth0.macvlan_mode = Some(MacVlanMode::Bridge);
+            w.namespaces.insert(
+                ns.into(),
+                Namespace::Seen {
+                    id: NetnsId {
+                        dev: 4,
+                        ino: index.into(),
+                    },
+                    links: vec![eth0],
+                },
+            );
+        }
+        let p = plan(&c, &w, &Learnt::default()).unwrap();
+        assert_eq!(state(&p, "y"), VmState::Absent);
+        assert_eq!(p.settled_namespaces(), BTreeSet::from(["ctr2".to_owned()]));
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! observes the world, plans, and applies the difference; passes are
 //! idempotent, and one that finds nothing to do changes nothing.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mvbridge_common::abi;
@@ -166,7 +165,7 @@ impl Reconciler {
         for _ in 0..MAX_ROUNDS {
             let t0 = std::time::Instant::now();
             let settled = match (pass, &self.last) {
-                (Pass::Event, Some(last)) => Some(settled_namespaces(&self.config, last)),
+                (Pass::Event, Some(last)) => Some(last.settled_namespaces()),
                 _ => None,
             };
             let reuse = self.last_world.as_ref().zip(settled.as_ref());
@@ -285,24 +284,6 @@ impl Reconciler {
             }
         }
     }
-}
-
-/// The namespaces all of whose VMs `plan` found live: nothing an event
-/// in the host's namespace says can be waiting there.
-fn settled_namespaces(config: &Config, plan: &Plan) -> BTreeSet<String> {
-    let mut waiting = BTreeSet::new();
-    let mut settled = BTreeSet::new();
-    for vm in &config.vms {
-        let Some(ns) = vm.netns.as_deref() else {
-            continue;
-        };
-        if plan.vm(&vm.name).is_some_and(|v| v.link().is_some()) {
-            settled.insert(ns.to_owned());
-        } else {
-            waiting.insert(ns.to_owned());
-        }
-    }
-    &settled - &waiting
 }
 
 fn merge(total: &mut Outcome, out: Outcome) {

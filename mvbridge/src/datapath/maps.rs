@@ -220,14 +220,9 @@ impl PinnedMaps {
         self.local6.iter().filter_map(Result::ok).collect()
     }
 
-    /// The MACs of the links of the VM in counter slot `slot`.
-    pub fn macs_of(&self, slot: u32) -> Vec<Mac> {
-        self.macs
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, ep)| ep.vm == slot)
-            .map(|(mac, _)| mac)
-            .collect()
+    /// The MAC table: VMs' links by MAC.
+    pub fn macs(&self) -> Vec<(Mac, Endpoint)> {
+        self.macs.iter().filter_map(Result::ok).collect()
     }
 
     /// The counter slot of VM `name`, if it has one.

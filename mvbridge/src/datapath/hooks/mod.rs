@@ -201,21 +201,26 @@ pub async fn runs_as(
 }
 
 /// How `program` runs as `key`, whichever way it was attached (`None`:
-/// neither way). A failed look fails the answer only when the other way
-/// does not find it either.
-pub async fn attached_as(
+/// neither way). `on` gives the link and a connection into its namespace,
+/// asked for only if a classic filter is to be looked for (a connection
+/// per container namespace is costly). A failed look fails the answer
+/// only when the other way does not find it either.
+pub async fn attached_as<'a>(
     key: &HookKey,
-    on: Option<(&Link, &Netlink)>,
+    on: impl FnOnce() -> Option<(&'a Link, &'a Netlink)>,
     program: Program,
 ) -> Result<Option<AttachMode>> {
     let mut failed = None;
-    for mode in [AttachMode::Tcx, AttachMode::Tc] {
-        match runs_as(mode, key, on, program).await {
-            Ok(true) => return Ok(Some(mode)),
-            Ok(false) => {}
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
+    match runs_as(AttachMode::Tcx, key, None, program).await {
+        Ok(true) => return Ok(Some(AttachMode::Tcx)),
+        Ok(false) => {}
+        Err(e) => failed = Some(e),
+    }
+    match runs_as(AttachMode::Tc, key, on(), program).await {
+        Ok(true) => return Ok(Some(AttachMode::Tc)),
+        Ok(false) => {}
+        Err(e) => {
+            failed.get_or_insert(e);
         }
     }
     match failed {
