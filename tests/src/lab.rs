@@ -314,7 +314,19 @@ impl Lab {
         for key in ["all", "default"] {
             ns.sysctl(&format!("net.ipv6.conf.{key}.accept_dad"), "0")?;
         }
-        let tmp = format!("kvm-{}", spec.key);
+        self.specs.push(spec);
+        self.guest_ns.push(ns);
+        self.plug_kernel_guest(self.specs.last().expect("pushed").key)
+    }
+
+    /// Gives kernel guest `key` its link: a bridge-mode macvlan with its
+    /// MAC made on the uplink, moved into its namespace as eth0 (what a
+    /// container runtime does), configured as the guest's stock config
+    /// would.
+    pub fn plug_kernel_guest(&mut self, key: &str) -> Result<()> {
+        let i = spec_index(&self.specs, key);
+        let (spec, ns) = (&self.specs[i], &self.guest_ns[i]);
+        let tmp = format!("kvm-{key}");
         self.host.ipw(&format!(
             "link add link {UPLINK} name {tmp} address {} type macvlan mode bridge",
             spec.mac
@@ -322,10 +334,7 @@ impl Lab {
         self.host
             .ipw(&format!("link set {tmp} netns {}", ns.name))?;
         ns.ipw(&format!("link set {tmp} name eth0"))?;
-        stock_config(&ns, &spec)?;
-        self.specs.push(spec);
-        self.guest_ns.push(ns);
-        Ok(())
+        stock_config(ns, spec)
     }
 
     /// What a container runtime does when a container restarts: its network

@@ -129,3 +129,41 @@ fn a_container_restarted_under_the_same_name_is_followed_into_its_new_namespace(
     let status = daemon::running_status(&lab.host, &path).unwrap();
     assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
 }
+
+#[test]
+fn a_guest_link_replaced_inside_its_namespace_is_followed_at_once() {
+    let mut lab = lab_with_kernel_guests();
+    // No periodic pass within the test: only the kernel's notifications
+    // can make the daemon see the change.
+    let config = lab
+        .config()
+        .replace("[shim]", "resync_seconds = 3600\n\n[shim]");
+    let path = lab.write_config("mvbridge.toml", &config).unwrap();
+    let daemon = Daemon::start(&lab.host, &path).unwrap();
+    let k = lab.spec("k").clone();
+    assert!(ping(&lab.host, k.addr));
+    let patience = std::time::Duration::from_secs(5);
+
+    // The container's link goes (a `docker network disconnect`), inside
+    // its namespace, which stays: an event pass must look there again.
+    let gone = ["vm gone", "vm=k"];
+    let seen = daemon.count_log(&gone);
+    lab.guest("k").ipw("link del eth0").unwrap();
+    daemon.wait_for_another_log(&gone, seen, patience).unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
+    assert_eq!(daemon::vm_row(&status, "k")["state"], "absent", "{status}");
+    assert_eq!(daemon::vm_row(&status, "j")["state"], "live", "{status}");
+
+    // And a new one comes (`docker network connect`): live again, hooked.
+    let ready = ["vm ready", "vm=k"];
+    let seen = daemon.count_log(&ready);
+    lab.plug_kernel_guest("k").unwrap();
+    daemon.wait_for_another_log(&ready, seen, patience).unwrap();
+    assert!(
+        mvbridge_tests::traffic::ping_retry(&lab.host, k.addr, 3),
+        "host -> k on its new link"
+    );
+    assert!(ping(lab.guest("k"), HOST), "k on its new link -> host");
+    let status = daemon::running_status(&lab.host, &path).unwrap();
+    assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
+}

@@ -312,7 +312,7 @@ impl Applier {
             return Ok(());
         }
         let id = self.prog_ids[&key.role];
-        let runs = match self.hooks.runs(key, link, nl, id).await {
+        let runs = match self.hooks.runs(key, link, nl, id, known).await {
             Ok(runs) => runs,
             // Attaching says what is wrong, if anything is.
             Err(e) => {

@@ -16,6 +16,7 @@ use crate::control::reconcile::Reconciler;
 use crate::control::world::Observer;
 use crate::control::{notify, plan, teardown};
 use crate::kernel::netlink::Netlink;
+use crate::kernel::rcu::Expedite;
 use crate::kernel::watch;
 use crate::libvirt::declare::Declaration;
 use crate::libvirt::follow::Follower;
@@ -32,6 +33,7 @@ const LEARN_EVENTS_PER_TURN: usize = 256;
 pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     preflight::privileges("run")?;
+    Expedite::recover(&config.pidfile);
     preflight::kernel()?;
     let nl = Netlink::connect()?;
     // Signals and notifications are taken over before set-up: a SIGTERM

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kernel::link_socket::{self, LinkSocket};
-use crate::kernel::netlink::{Link, Mac, Neighbour, Netlink};
+use crate::kernel::netlink::{Link, Neighbour, Netlink};
 use crate::kernel::netns::NetnsId;
 
 #[derive(Clone, Debug)]
@@ -111,10 +111,10 @@ impl Observer {
 
     /// Like [`Observer::observe`], but namespaces named in `settled`
     /// keep what `last` saw there, as long as the name still stands for
-    /// the same namespace: an event pass looks into the namespaces where
-    /// a VM still waits for its link, not into hundreds of containers
-    /// whose links are in place (changes inside those send no event to
-    /// the host's namespace anyway; the periodic pass looks at them).
+    /// the same namespace and the kernel announced no link change there
+    /// since (each namespace's socket listens): an event pass looks into
+    /// the namespaces where a VM still waits for its link or something
+    /// changed, not into hundreds of containers whose links are in place.
     pub async fn observe_reusing(
         &mut self,
         config: &Config,
@@ -124,28 +124,21 @@ impl Observer {
         let mut world = self.observe_host(config).await?;
         let host_us = t0.elapsed().as_micros() as u64;
         let mut looked = 0;
-        let here: BTreeSet<Mac> = world.links.iter().filter_map(|l| l.mac).collect();
         for name in config.vms.iter().filter_map(|v| v.netns.as_deref()) {
             if world.namespaces.contains_key(name) {
                 continue;
             }
-            let kept = reuse
+            let last = reuse
                 .filter(|(_, settled)| settled.contains(name))
-                .and_then(|(last, _)| match last.namespaces.get(name) {
-                    // Same namespace, and none of its links moved into
-                    // the host's (the one move out of it the host's
-                    // namespace hears about).
-                    Some(seen @ Namespace::Seen { id, links })
-                        if self.namespaces.get(name).is_some_and(|had| had.id == *id)
-                            && NetnsId::of(name).is_ok_and(|now| now == *id)
-                            && !links.iter().any(|l| {
-                                l.mac.is_some_and(|m| m != [0; 6] && here.contains(&m))
-                            }) =>
-                    {
-                        Some(seen.clone())
-                    }
-                    _ => None,
-                });
+                .and_then(|(last, _)| last.namespaces.get(name));
+            let kept = match (last, self.namespaces.get_mut(name)) {
+                (Some(seen @ Namespace::Seen { id, .. }), Some(ns))
+                    if ns.id == *id && NetnsId::of(name).is_ok_and(|now| now == *id) =>
+                {
+                    (!ns.links.heard_of_changes(&mut self.buf)).then(|| seen.clone())
+                }
+                _ => None,
+            };
             let seen = match kept {
                 Some(seen) => seen,
                 None => {

@@ -235,6 +235,20 @@ impl PinnedMaps {
         self.slots.iter().filter_map(Result::ok).collect()
     }
 
+    /// The slot table as held in memory, read whole if it is not: a read
+    /// that fails fails here (a partial table, kept, would hand out taken
+    /// slots).
+    fn held_slots(&mut self) -> Result<BTreeMap<u64, u32>> {
+        match self.slots_held.take() {
+            Some(held) => Ok(held),
+            None => self
+                .slots
+                .iter()
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::bpf("reading the counter slots", e)),
+        }
+    }
+
     /// Gives each of `names` a counter slot (its old one if it had one),
     /// zeroing fresh slots so none inherits a removed VM's counts. The slot
     /// table is read once for all of them: a scan per new VM made a fresh
@@ -243,7 +257,7 @@ impl PinnedMaps {
         &mut self,
         names: impl IntoIterator<Item = &'a str>,
     ) -> Result<BTreeMap<String, u32>> {
-        let mut held = self.slots_held.take().unwrap_or_else(|| self.slots());
+        let mut held = self.held_slots()?;
         let used: std::collections::BTreeSet<u32> = held.values().copied().collect();
         let mut free = (0..abi::SLOTS.max_entries).filter(|s| !used.contains(s));
         let mut fresh = Vec::new();
@@ -288,7 +302,7 @@ impl PinnedMaps {
     /// Frees the slots of VMs no longer configured.
     pub fn release_slots(&mut self, keep: &[&str]) -> Result<()> {
         let keep: std::collections::BTreeSet<u64> = keep.iter().map(|n| name_key(n)).collect();
-        let mut held = self.slots_held.take().unwrap_or_else(|| self.slots());
+        let mut held = self.held_slots()?;
         let gone: Vec<u64> = held.keys().filter(|k| !keep.contains(k)).copied().collect();
         for k in gone {
             self.slots

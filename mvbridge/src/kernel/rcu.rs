@@ -34,6 +34,13 @@ impl Expedite {
         Expedite::at(Path::new(KNOB), &pidfile.with_extension("rcu_expedited"))
     }
 
+    /// Puts the knob back if a crashed run left it set: first thing at a
+    /// start, so a start that fails (a config that does not parse, say,
+    /// which the unit does not retry) does not leave it set either.
+    pub fn recover(pidfile: &Path) {
+        drop(Expedite::new(pidfile));
+    }
+
     fn at(knob: &Path, marker: &Path) -> Expedite {
         let e = Expedite {
             unusable: false,

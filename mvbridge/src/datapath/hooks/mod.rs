@@ -260,18 +260,24 @@ impl Hooks {
     }
 
     /// Is the program `prog_id` the one running as `key`, on `link` (whose
-    /// namespace `nl` speaks to: classic filters are read through it; a
-    /// TCX link is read from our pin of it)?
+    /// namespace `nl` speaks to: classic filters are read through it)? A
+    /// TCX hook is looked for on the link, by name, in its namespace; one
+    /// this process `verified` on that very link (same namespace, same
+    /// ifindex) is checked from our pin alone (still attached to that
+    /// ifindex and side, running that program), which enters no namespace.
+    /// The pin cannot tell namespaces apart: a container restarted into a
+    /// new namespace may reuse the ifindex while its old namespace lingers.
     pub async fn runs(
         &self,
         key: &HookKey,
         link: &Link,
         nl: Option<&Netlink>,
         prog_id: u32,
+        verified: bool,
     ) -> Result<bool> {
         match self.mode {
-            AttachMode::Tcx => tcx::runs(&self.pins, key, link.index, prog_id),
-            AttachMode::Tc => {
+            AttachMode::Tcx if verified => tcx::runs(&self.pins, key, link.index, prog_id),
+            _ => {
                 runs_as(
                     self.mode,
                     key,
