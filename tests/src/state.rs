@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use aya::programs::{SchedClassifier, TcAttachType};
 
 use crate::netns::Netns;
@@ -247,42 +247,19 @@ pub fn detach_behind_its_back(ns: &Netns, pin: &Path, ifname: &str, side: &str) 
 /// Detaches a TCX link of mvbridge's as `bpftool link detach` does
 /// (`BPF_LINK_DETACH`), leaving its pin in place: the link stays, defunct.
 pub fn detach_tcx_link_keeping_its_pin(pin: &Path) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let name = std::ffi::CString::new(pin.as_os_str().as_bytes())?;
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let mut get = ObjGet {
-        pathname: name.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: BPF_OBJ_GET (7) with a NUL-terminated path that outlives
-    // the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            7,
-            &mut get as *mut ObjGet,
-            std::mem::size_of::<ObjGet>(),
-        )
-    };
+    use std::os::fd::AsRawFd;
+    let fd = mvbridge::datapath::hooks::tcx::open_pin(pin)
+        .with_context(|| format!("opening {}", pin.display()))?;
+    let mut detach = [fd.as_raw_fd() as u32, 0u32];
+    // SAFETY: BPF_LINK_DETACH (34) on the link fd just opened (the fd
+    // closes when dropped).
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 34, detach.as_mut_ptr(), 8usize) };
     anyhow::ensure!(
-        fd >= 0,
-        "opening {}: {}",
+        rc == 0,
+        "detaching {}: {}",
         pin.display(),
         std::io::Error::last_os_error()
     );
-    let mut detach = [fd as u32, 0u32];
-    // SAFETY: BPF_LINK_DETACH (34) on the link fd just opened.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, 34, detach.as_mut_ptr(), 8usize) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing the fd BPF_OBJ_GET gave us.
-    unsafe { libc::close(fd as i32) };
-    anyhow::ensure!(rc == 0, "detaching {}: {err}", pin.display());
     Ok(())
 }
 

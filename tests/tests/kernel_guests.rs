@@ -19,6 +19,15 @@ fn lab_with_kernel_guests() -> Lab {
     lab
 }
 
+/// The daemon on the lab's config with a periodic pass every `seconds`.
+fn started_with_resync(lab: &Lab, seconds: u64) -> (Daemon, std::path::PathBuf) {
+    let config = lab
+        .config()
+        .replace("[shim]", &format!("resync_seconds = {seconds}\n\n[shim]"));
+    let path = lab.write_config("mvbridge.toml", &config).unwrap();
+    (Daemon::start(&lab.host, &path).unwrap(), path)
+}
+
 #[test]
 fn kernel_guests_are_reached_through_the_shim_and_nothing_leaks() {
     let mut lab = lab_with_kernel_guests();
@@ -102,11 +111,7 @@ fn the_uplink_firewall_applies_to_kernel_guests_too() {
 #[test]
 fn a_container_restarted_under_the_same_name_is_followed_into_its_new_namespace() {
     let mut lab = lab_with_kernel_guests();
-    let config = lab
-        .config()
-        .replace("[shim]", "resync_seconds = 1\n\n[shim]");
-    let path = lab.write_config("mvbridge.toml", &config).unwrap();
-    let daemon = Daemon::start(&lab.host, &path).unwrap();
+    let (daemon, path) = started_with_resync(&lab, 1);
     let k = lab.spec("k").clone();
     assert!(ping(&lab.host, k.addr));
 
@@ -135,11 +140,7 @@ fn a_guest_link_replaced_inside_its_namespace_is_followed_at_once() {
     let mut lab = lab_with_kernel_guests();
     // No periodic pass within the test: only the kernel's notifications
     // can make the daemon see the change.
-    let config = lab
-        .config()
-        .replace("[shim]", "resync_seconds = 3600\n\n[shim]");
-    let path = lab.write_config("mvbridge.toml", &config).unwrap();
-    let daemon = Daemon::start(&lab.host, &path).unwrap();
+    let (daemon, path) = started_with_resync(&lab, 3600);
     let k = lab.spec("k").clone();
     assert!(ping(&lab.host, k.addr));
     let patience = std::time::Duration::from_secs(5);

@@ -72,7 +72,8 @@ struct TcxLinkInfo {
     _rest: [u64; 6],
 }
 
-fn open_pin(path: &Path) -> std::io::Result<OwnedFd> {
+/// Opens a pinned BPF object (`BPF_OBJ_GET`).
+pub fn open_pin(path: &Path) -> std::io::Result<OwnedFd> {
     #[repr(C)]
     struct ObjGet {
         pathname: u64,
