@@ -27,6 +27,10 @@ use crate::netns::Netns;
 use crate::sh;
 use crate::wire::{Mac, parse_mac};
 
+/// Where `plug_kernel_guest_unnamed` numbers links from: past any link the
+/// lab's host namespace makes.
+const UNNAMED_PLUG_IFINDEX: usize = 900;
+
 pub const GW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 129);
 pub const HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 157);
 pub const INET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -261,6 +265,13 @@ impl Lab {
         n.ipw("link set eth0 up")?;
         n.ipw("route add default via 192.168.122.1")?;
         n.ipw("-6 route add default via fd00:122::1")?;
+        // The kernel announces the bridge's operstate (linkwatch) up to a
+        // second after its port came up: a host notification, and a daemon
+        // pass, that would come in the middle of a test.
+        crate::systemd::eventually("virbr0 up", std::time::Duration::from_secs(5), || {
+            h.ip(&["-o", "link", "show", "virbr0"])
+                .is_ok_and(|l| l.contains("state UP"))
+        })?;
         Ok(())
     }
 
@@ -320,9 +331,9 @@ impl Lab {
     }
 
     /// Gives kernel guest `key` its link: a bridge-mode macvlan with its
-    /// MAC made on the uplink, moved into its namespace as eth0 (what a
-    /// container runtime does), configured as the guest's stock config
-    /// would.
+    /// MAC made on the uplink, moved into its namespace and named eth0
+    /// there (what Docker's macvlan driver does), configured as the
+    /// guest's stock config would.
     pub fn plug_kernel_guest(&mut self, key: &str) -> Result<()> {
         let i = spec_index(&self.specs, key);
         let (spec, ns) = (&self.specs[i], &self.guest_ns[i]);
@@ -333,8 +344,36 @@ impl Lab {
         ))?;
         self.host
             .ipw(&format!("link set {tmp} netns {}", ns.name))?;
-        ns.ipw(&format!("link set {tmp} name eth0"))?;
-        stock_config(ns, spec)
+        self.name_kernel_guest(key, &tmp)?;
+        stock_config(&self.guest_ns[i], &self.specs[i])
+    }
+
+    /// The first half of what a CNI macvlan plugin does: a bridge-mode
+    /// macvlan with the guest's MAC, made on the uplink straight into the
+    /// guest's namespace under a temporary name, which it returns. Made
+    /// there, a link's ifindex comes from the namespace's own count (2
+    /// after lo, likely the host's uplink's): this one asks for one the
+    /// lab's host does not use, as mvbridge needs.
+    pub fn plug_kernel_guest_unnamed(&mut self, key: &str) -> Result<String> {
+        let i = spec_index(&self.specs, key);
+        let (spec, ns) = (&self.specs[i], &self.guest_ns[i]);
+        let tmp = format!("kvm-{key}");
+        self.host.ipw(&format!(
+            "link add link {UPLINK} name {tmp} netns {} index {} address {} \
+             type macvlan mode bridge",
+            ns.name,
+            UNNAMED_PLUG_IFINDEX + i,
+            spec.mac
+        ))?;
+        Ok(tmp)
+    }
+
+    /// The second half: inside the namespace, link `tmp` becomes eth0 (it
+    /// stays down, and the guest silent, until `stock_config`).
+    pub fn name_kernel_guest(&self, key: &str, tmp: &str) -> Result<()> {
+        let i = spec_index(&self.specs, key);
+        self.guest_ns[i].ipw(&format!("link set {tmp} name eth0"))?;
+        Ok(())
     }
 
     /// What a container runtime does when a container restarts: its network

@@ -25,7 +25,9 @@ fn started_with_resync(lab: &Lab, seconds: u64) -> (Daemon, std::path::PathBuf) 
         .config()
         .replace("[shim]", &format!("resync_seconds = {seconds}\n\n[shim]"));
     let path = lab.write_config("mvbridge.toml", &config).unwrap();
-    (Daemon::start(&lab.host, &path).unwrap(), path)
+    // Debug: each pass logs an "observed" line.
+    let env = [("MVBRIDGE_LOG", "mvbridge=debug")];
+    (Daemon::start_with(&lab.host, &path, &[], &env).unwrap(), path)
 }
 
 #[test]
@@ -155,11 +157,21 @@ fn a_guest_link_replaced_inside_its_namespace_is_followed_at_once() {
     assert_eq!(daemon::vm_row(&status, "k")["state"], "absent", "{status}");
     assert_eq!(daemon::vm_row(&status, "j")["state"], "live", "{status}");
 
-    // And a new one comes (`docker network connect`): live again, hooked.
+    // And a new one comes (`docker network connect`, as a CNI macvlan
+    // plugin makes it): first under a temporary name, which a pass sees
+    // and has nothing to do with...
+    let passes = ["observed"];
+    let seen = daemon.count_log(&passes);
+    let tmp = lab.plug_kernel_guest_unnamed("k").unwrap();
+    daemon.wait_for_another_log(&passes, seen, patience).unwrap();
+    // ... then renamed eth0 inside the namespace, which only the
+    // namespace hears of (the guest, still down, sends nothing the
+    // daemon could learn from): live again, hooked.
     let ready = ["vm ready", "vm=k"];
     let seen = daemon.count_log(&ready);
-    lab.plug_kernel_guest("k").unwrap();
+    lab.name_kernel_guest("k", &tmp).unwrap();
     daemon.wait_for_another_log(&ready, seen, patience).unwrap();
+    mvbridge_tests::lab::stock_config(lab.guest("k"), &k).unwrap();
     assert!(
         mvbridge_tests::traffic::ping_retry(&lab.host, k.addr, 3),
         "host -> k on its new link"

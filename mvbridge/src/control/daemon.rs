@@ -16,6 +16,7 @@ use crate::control::reconcile::Reconciler;
 use crate::control::world::Observer;
 use crate::control::{notify, plan, teardown};
 use crate::kernel::netlink::Netlink;
+use crate::kernel::poll_set::PollSet;
 use crate::kernel::rcu::Expedite;
 use crate::kernel::watch;
 use crate::libvirt::declare::Declaration;
@@ -42,6 +43,9 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut events = watch::subscribe().context("subscribing to rtnetlink notifications")?;
+    // Link changes inside VM namespaces (a container runtime renaming the
+    // link it moved in) reach the host's subscription only in part.
+    let namespace_news = PollSet::new().context("creating an epoll set for VM namespaces")?;
 
     // libvirt's VMs join the config's; the config as the file has it
     // stays apart, for reloads and for re-declaring them.
@@ -67,7 +71,7 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
     let mut libvirt_pending = false;
 
     let t0 = Instant::now();
-    let mut rec = Reconciler::start(config.clone(), nl.clone()).await?;
+    let mut rec = Reconciler::start(config.clone(), nl.clone(), namespace_news.clone()).await?;
     tracing::info!(
         uplink = %config.uplink,
         shim = %config.shim.name,
@@ -108,16 +112,25 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
         ),
         None => None,
     };
+    // SAFETY: the set's fd is shared (Arc) and closes only when the last
+    // clone goes, and the AsyncFd holds one.
+    let namespace_news = unsafe { AsyncFd::register(namespace_news) }
+        .map_err(|e| e.into_parts().1)
+        .context("watching the VM namespaces' link notifications")?;
     let mut tick = tokio::time::interval(Duration::from_secs(config.resync_seconds));
     tick.tick().await;
 
     loop {
         tokio::select! {
             Some(_) = events.recv() => {
+                event_pass(&mut rec, &mut events, Instant::now(), &mut live).await;
+            }
+            guard = namespace_news.readable() => {
                 let seen = Instant::now();
-                tokio::time::sleep(SETTLE).await;
-                while events.try_recv().is_ok() {}
-                pass(&mut rec, Pass::Event, seen, &mut live).await;
+                // The pass reads every namespace socket's notifications;
+                // any that come after make the set readable again.
+                guard?.clear_ready();
+                event_pass(&mut rec, &mut events, seen, &mut live).await;
             }
             _ = tick.tick() => {
                 pass(&mut rec, Pass::Full, Instant::now(), &mut live).await;
@@ -185,6 +198,19 @@ fn learn_event(item: &[u8]) -> Option<mvbridge_common::maps::LearnEvent> {
     // SAFETY: LearnEvent is plain old data and the slice holds at least
     // one; read_unaligned copes with the ring's alignment.
     Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
+}
+
+/// A pass for notifications, once a burst of them (a link comes with
+/// several) has had `SETTLE` to arrive.
+async fn event_pass(
+    rec: &mut Reconciler,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<watch::Changed>,
+    seen: Instant,
+    live: &mut Vec<(String, u32)>,
+) {
+    tokio::time::sleep(SETTLE).await;
+    while events.try_recv().is_ok() {}
+    pass(rec, Pass::Event, seen, live).await;
 }
 
 /// One pass, logged: what changed, how long after the trigger, and which

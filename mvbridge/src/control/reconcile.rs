@@ -21,6 +21,7 @@ use crate::datapath::maps::PinnedMaps;
 use crate::datapath::object::Datapath;
 use crate::error::{Error, Result};
 use crate::kernel::netlink::Netlink;
+use crate::kernel::poll_set::PollSet;
 use crate::kernel::rcu::Expedite;
 
 /// How many plan-apply rounds one pass may take: a round that creates
@@ -45,13 +46,14 @@ pub struct Reconciler {
 impl Reconciler {
     /// Loads (or adopts, or migrates) the datapath and runs a strict first
     /// pass. On a fresh start a failure removes everything again; an
-    /// adopted datapath is left running as it was.
-    pub async fn start(config: Config, nl: Netlink) -> Result<Reconciler> {
+    /// adopted datapath is left running as it was. `news` becomes readable
+    /// when a link changes in a VM namespace (see [`Observer::listening`]).
+    pub async fn start(config: Config, nl: Netlink, news: PollSet) -> Result<Reconciler> {
         let pins = PinDir::new(&config.bpffs);
         let prepared = bpffs::ensure(&pins.dir)
             .map_err(|e| Error::io(format!("preparing bpffs at {}", pins.dir.display()), e))?;
         let start = layout::start(&pins)?;
-        let started = Reconciler::load(config.clone(), nl.clone(), pins, start).await;
+        let started = Reconciler::load(config.clone(), nl.clone(), news, pins, start).await;
         match started {
             Ok(r) => Ok(r),
             Err(e) if start == Start::Fresh => {
@@ -73,7 +75,13 @@ impl Reconciler {
         }
     }
 
-    async fn load(config: Config, nl: Netlink, pins: PinDir, start: Start) -> Result<Reconciler> {
+    async fn load(
+        config: Config,
+        nl: Netlink,
+        news: PollSet,
+        pins: PinDir,
+        start: Start,
+    ) -> Result<Reconciler> {
         layout::verify(&pins, start)?;
         if let Start::Migrate { .. } = start {
             // A migration interrupted earlier left a half-made layout.
@@ -123,7 +131,7 @@ impl Reconciler {
         let applier = Applier::new(nl.clone(), hooks, datapath, maps, expedite)?;
         let mut r = Reconciler {
             config,
-            observer: Observer::new(nl),
+            observer: Observer::listening(nl, news),
             applier,
             learnt,
             last: None,

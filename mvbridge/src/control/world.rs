@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::kernel::link_socket::{self, LinkSocket};
 use crate::kernel::netlink::{Link, Neighbour, Netlink};
 use crate::kernel::netns::NetnsId;
+use crate::kernel::poll_set::PollSet;
 
 #[derive(Clone, Debug)]
 pub struct World {
@@ -53,6 +55,8 @@ pub struct Observer {
     namespaces: HashMap<String, InNamespace>,
     /// Scratch space for every namespace's link dump.
     buf: Vec<u8>,
+    /// Where the namespace sockets' notifications can be waited for.
+    news: Option<PollSet>,
 }
 
 struct InNamespace {
@@ -70,6 +74,20 @@ impl Observer {
             nl,
             namespaces: HashMap::new(),
             buf: Vec::with_capacity(link_socket::BUFFER),
+            news: None,
+        }
+    }
+
+    /// An observer whose namespace sockets join `news`, which becomes
+    /// readable when the kernel announces a link change in any of them:
+    /// a link renamed, or set up, inside a container's namespace changes
+    /// nothing in the host's, and would wait for the periodic pass. Each
+    /// pass reads what waits on the sockets of the namespaces it covers,
+    /// which makes `news` quiet again.
+    pub fn listening(nl: Netlink, news: PollSet) -> Observer {
+        Observer {
+            news: Some(news),
+            ..Observer::new(nl)
         }
     }
 
@@ -192,6 +210,15 @@ impl Observer {
         if self.namespaces.get(name).is_none_or(|had| had.id != id) {
             match LinkSocket::open_in(name) {
                 Ok(links) => {
+                    if let Some(news) = &self.news
+                        && let Err(e) = news.add(links.as_fd())
+                    {
+                        tracing::warn!(
+                            netns = name,
+                            "link changes in this namespace wait for the periodic pass: \
+                             cannot watch its socket: {e}"
+                        );
+                    }
                     let ns = InNamespace {
                         id,
                         links,

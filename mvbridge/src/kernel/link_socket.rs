@@ -7,7 +7,7 @@
 //! notifications, to tell whether anything changed since its last dump.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use rtnetlink::packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
@@ -46,6 +46,15 @@ const LINK_GROUP: u32 = 1;
 /// How many times a dump the kernel marks inconsistent
 /// (`NLM_F_DUMP_INTR`: links changed under it) is started again.
 const DUMP_TRIES: usize = 3;
+
+/// Readable when a link notification waits (for a [`PollSet`]).
+///
+/// [`PollSet`]: crate::kernel::poll_set::PollSet
+impl AsFd for LinkSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
 
 impl LinkSocket {
     /// A socket made in namespace `name`, which it stays in.
