@@ -27,9 +27,9 @@ use crate::netns::Netns;
 use crate::sh;
 use crate::wire::{Mac, parse_mac};
 
-/// Where `plug_kernel_guest_unnamed` numbers links from: past any link the
-/// lab's host namespace makes.
-const UNNAMED_PLUG_IFINDEX: usize = 900;
+/// An ifindex past any link the lab's host namespace makes, for links
+/// made straight inside a guest's namespace.
+pub const FREE_IFINDEX: u32 = 900;
 
 pub const GW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 129);
 pub const HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 157);
@@ -351,19 +351,17 @@ impl Lab {
     /// The first half of what a CNI macvlan plugin does: a bridge-mode
     /// macvlan with the guest's MAC, made on the uplink straight into the
     /// guest's namespace under a temporary name, which it returns. Made
-    /// there, a link's ifindex comes from the namespace's own count (2
-    /// after lo, likely the host's uplink's): this one asks for one the
-    /// lab's host does not use, as mvbridge needs.
-    pub fn plug_kernel_guest_unnamed(&mut self, key: &str) -> Result<String> {
+    /// there, a link is numbered by the namespace (2 after lo, likely
+    /// the host's uplink's, which mvbridge refuses): it gets `ifindex`
+    /// instead (see [`FREE_IFINDEX`]).
+    pub fn plug_kernel_guest_unnamed(&mut self, key: &str, ifindex: u32) -> Result<String> {
         let i = spec_index(&self.specs, key);
         let (spec, ns) = (&self.specs[i], &self.guest_ns[i]);
         let tmp = format!("kvm-{key}");
         self.host.ipw(&format!(
-            "link add link {UPLINK} name {tmp} netns {} index {} address {} \
+            "link add link {UPLINK} name {tmp} netns {} index {ifindex} address {} \
              type macvlan mode bridge",
-            ns.name,
-            UNNAMED_PLUG_IFINDEX + i,
-            spec.mac
+            ns.name, spec.mac
         ))?;
         Ok(tmp)
     }

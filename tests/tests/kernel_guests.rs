@@ -5,7 +5,7 @@
 //! shim and relayed into the uplink's ingress. Needs root.
 
 use mvbridge_tests::daemon::{self, Daemon};
-use mvbridge_tests::lab::{HOST, HOST6, Lab, SHIM, UPLINK, VmSpec, WIRE};
+use mvbridge_tests::lab::{FREE_IFINDEX, HOST, HOST6, Lab, SHIM, UPLINK, VmSpec, WIRE};
 use mvbridge_tests::matrix::{Family, render};
 use mvbridge_tests::traffic::{connect, listen, ping};
 use mvbridge_tests::wire::WireTap;
@@ -27,7 +27,10 @@ fn started_with_resync(lab: &Lab, seconds: u64) -> (Daemon, std::path::PathBuf) 
     let path = lab.write_config("mvbridge.toml", &config).unwrap();
     // Debug: each pass logs an "observed" line.
     let env = [("MVBRIDGE_LOG", "mvbridge=debug")];
-    (Daemon::start_with(&lab.host, &path, &[], &env).unwrap(), path)
+    (
+        Daemon::start_with(&lab.host, &path, &[], &env).unwrap(),
+        path,
+    )
 }
 
 #[test]
@@ -162,8 +165,10 @@ fn a_guest_link_replaced_inside_its_namespace_is_followed_at_once() {
     // and has nothing to do with...
     let passes = ["observed"];
     let seen = daemon.count_log(&passes);
-    let tmp = lab.plug_kernel_guest_unnamed("k").unwrap();
-    daemon.wait_for_another_log(&passes, seen, patience).unwrap();
+    let tmp = lab.plug_kernel_guest_unnamed("k", FREE_IFINDEX).unwrap();
+    daemon
+        .wait_for_another_log(&passes, seen, patience)
+        .unwrap();
     // ... then renamed eth0 inside the namespace, which only the
     // namespace hears of (the guest, still down, sends nothing the
     // daemon could learn from): live again, hooked.
@@ -179,4 +184,49 @@ fn a_guest_link_replaced_inside_its_namespace_is_followed_at_once() {
     assert!(ping(lab.guest("k"), HOST), "k on its new link -> host");
     let status = daemon::running_status(&lab.host, &path).unwrap();
     assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
+}
+
+#[test]
+fn two_containers_numbering_their_links_alike_are_not_confused() {
+    let mut lab = lab_with_kernel_guests();
+    let (daemon, path) = started_with_resync(&lab, 3600);
+    let (k, j) = (lab.spec("k").clone(), lab.spec("j").clone());
+    assert!(ping(&lab.host, j.addr));
+    let patience = std::time::Duration::from_secs(5);
+
+    // Both containers get a new link made inside their namespace, each
+    // numbered alike: the programs, which see no namespace, could not
+    // tell them apart. The first in the config keeps it.
+    let refused = ["[[vm]] \"j\"", "like the link of [[vm]] \"k\""];
+    let seen = daemon.count_log(&refused);
+    for (key, spec) in [("k", &k), ("j", &j)] {
+        lab.guest(key).ipw("link del eth0").unwrap();
+        let tmp = lab.plug_kernel_guest_unnamed(key, FREE_IFINDEX).unwrap();
+        lab.name_kernel_guest(key, &tmp).unwrap();
+        mvbridge_tests::lab::stock_config(lab.guest(key), spec).unwrap();
+    }
+    daemon
+        .wait_for_another_log(&refused, seen, patience)
+        .unwrap();
+    let status = daemon::running_status(&lab.host, &path).unwrap();
+    assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
+    let j_row = daemon::vm_row(&status, "j");
+    assert_eq!(j_row["state"], "unfit", "{status}");
+    assert!(
+        j_row["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("has ifindex {FREE_IFINDEX}"))),
+        "{status}"
+    );
+
+    // k's frames are judged as k's (with both steered, the one table
+    // entry for the ifindex would have judged one of them as the other):
+    // it reaches the host both ways. (j, a /32 guest, still reaches the
+    // host the way it did before mvbridge: through the provider's router.)
+    assert!(
+        mvbridge_tests::traffic::ping_retry(&lab.host, k.addr, 3),
+        "host -> k"
+    );
+    assert!(ping(lab.guest("k"), HOST), "k -> host");
+    assert!(ping(lab.guest("k"), HOST6), "k -> host (IPv6)");
 }

@@ -482,13 +482,28 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
             vm.name, link.name, link.index, h.name
         ));
     }
-    if let Some(other) = earlier.iter().find(|p| {
-        p.link()
-            .is_some_and(|l| l.index == link.index && p.netns == vm.netns)
-    }) {
+    // Nor with another VM's, in whatever namespace: its hook would check
+    // this VM's frames against that VM's addresses.
+    if let Some(other) = earlier
+        .iter()
+        .find(|p| p.link().is_some_and(|l| l.index == link.index))
+    {
+        if other.netns == vm.netns {
+            return unfit(format!(
+                "[[vm]] {:?} and {:?} both resolve to {}",
+                other.name, vm.name, link.name
+            ));
+        }
         return unfit(format!(
-            "[[vm]] {:?} and {:?} both resolve to {}",
-            other.name, vm.name, link.name
+            "{} has ifindex {}, like the link of [[vm]] {:?}{}; mvbridge needs them distinct (move the link in again to get a new one)",
+            what(),
+            link.index,
+            other.name,
+            other
+                .netns
+                .as_ref()
+                .map(|ns| format!(" in netns {ns:?}"))
+                .unwrap_or_default()
         ));
     }
     VmState::Live(link.clone())
@@ -819,6 +834,54 @@ mod tests {
         let p = plan(&c, &w, &Learnt::default()).unwrap();
         assert_eq!(state(&p, "y"), VmState::Absent);
         assert_eq!(p.settled_namespaces(), BTreeSet::from(["ctr2".to_owned()]));
+    }
+
+    #[test]
+    fn links_in_two_namespaces_with_one_ifindex_are_not_both_steered() {
+        // Links made inside a namespace (as CNI plugins make them) are
+        // numbered by that namespace: two containers can hold the same
+        // ifindex, which the programs cannot tell apart.
+        let c = config(&format!(
+            "{}{}",
+            vm(
+                "x",
+                "interface = \"eth0\"\nnetns = \"ctr1\"",
+                "203.0.113.165"
+            ),
+            vm(
+                "z",
+                "interface = \"eth0\"\nnetns = \"ctr2\"",
+                "203.0.113.167"
+            ),
+        ));
+        let mut w = world(vec![]);
+        for (ns, ino, last) in [("ctr1", 1, 0xe5), ("ctr2", 2, 0xe7)] {
+            let mut eth0 = link(
+                40,
+                "eth0",
+                Some("macvlan"),
+                [0x52, 0x54, 0, 0, 0, last],
+                Some(2),
+            );
+            eth0.macvlan_mode = Some(MacVlanMode::Bridge);
+            w.namespaces.insert(
+                ns.into(),
+                Namespace::Seen {
+                    id: NetnsId { dev: 4, ino },
+                    links: vec![eth0],
+                },
+            );
+        }
+        let p = plan(&c, &w, &Learnt::default()).unwrap();
+        assert!(matches!(state(&p, "x"), VmState::Live(_)));
+        let VmState::Unfit { reason } = state(&p, "z") else {
+            panic!("z steered with x's ifindex: {:?}", state(&p, "z"));
+        };
+        assert!(
+            reason.contains("has ifindex 40, like the link of [[vm]] \"x\" in netns \"ctr1\""),
+            "{reason}"
+        );
+        assert!(p.vm("z").unwrap().hook().is_none());
     }
 
     #[test]
