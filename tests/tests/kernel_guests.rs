@@ -187,6 +187,35 @@ fn a_guest_link_replaced_inside_its_namespace_is_followed_at_once() {
 }
 
 #[test]
+fn a_tenants_own_links_coming_and_going_start_no_pass() {
+    let lab = lab_with_kernel_guests();
+    let (daemon, _path) = started_with_resync(&lab, 3600);
+    let patience = std::time::Duration::from_secs(5);
+    let k = lab.guest("k");
+
+    // Links of the tenant's own (a nested container's veth) come and go
+    // in k's namespace: the daemon reads of them, and starts no pass
+    // (each wake-up either passes or says it found nothing).
+    let ignored = ["none about a VM's link"];
+    let seen = daemon.count_log(&ignored);
+    for _ in 0..5 {
+        k.ipw("link add t0 type veth peer name t1").unwrap();
+        k.ipw("link del t0").unwrap();
+    }
+    daemon
+        .wait_for_another_log(&ignored, seen, patience)
+        .unwrap();
+
+    // A change to k's own link is looked at.
+    let passes = ["observed"];
+    let before = daemon.count_log(&passes);
+    k.ipw("link set eth0 mtu 1400").unwrap();
+    daemon
+        .wait_for_another_log(&passes, before, patience)
+        .unwrap();
+}
+
+#[test]
 fn two_containers_numbering_their_links_alike_are_not_confused() {
     let mut lab = lab_with_kernel_guests();
     let (daemon, path) = started_with_resync(&lab, 3600);

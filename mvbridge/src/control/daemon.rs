@@ -26,6 +26,10 @@ use crate::libvirt::follow::Follower;
 /// NEWLINKs) is let settle before the pass that handles it.
 const SETTLE: Duration = Duration::from_millis(2);
 
+/// The least time between two passes for changes inside VM namespaces: a
+/// tenant flapping its own link there must not keep the daemon busy.
+const NAMESPACE_PASS_GAP: Duration = Duration::from_millis(100);
+
 /// Learning reports handled per wake-up: a VM sending from random sources
 /// fills the ring as fast as it can, and must not delay events, resyncs
 /// or a SIGTERM; what is left waits for the next turn.
@@ -119,6 +123,7 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
         .context("watching the VM namespaces' link notifications")?;
     let mut tick = tokio::time::interval(Duration::from_secs(config.resync_seconds));
     tick.tick().await;
+    let mut last_namespace_pass: Option<Instant> = None;
 
     loop {
         tokio::select! {
@@ -127,10 +132,19 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
             }
             guard = namespace_news.readable() => {
                 let seen = Instant::now();
-                // The pass reads every namespace socket's notifications;
-                // any that come after make the set readable again.
+                // Reading every namespace socket's notifications makes the
+                // set quiet; any that come after make it readable again.
                 guard?.clear_ready();
-                event_pass(&mut rec, &mut events, seen, &mut live).await;
+                if rec.heard_in_namespaces() {
+                    let since = last_namespace_pass.map(|t| t.elapsed());
+                    if let Some(wait) = since.and_then(|s| NAMESPACE_PASS_GAP.checked_sub(s)) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    last_namespace_pass = Some(Instant::now());
+                    event_pass(&mut rec, &mut events, seen, &mut live).await;
+                } else {
+                    tracing::debug!("link notifications in VM namespaces, none about a VM's link");
+                }
             }
             _ = tick.tick() => {
                 pass(&mut rec, Pass::Full, Instant::now(), &mut live).await;

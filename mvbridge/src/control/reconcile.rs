@@ -157,6 +157,13 @@ impl Reconciler {
         self.observer.observe_host(config).await
     }
 
+    /// Did the kernel announce a change to a VM's link inside a VM
+    /// namespace since the last pass? (See [`Observer::heard_of_changes`].)
+    pub fn heard_in_namespaces(&mut self) -> bool {
+        self.observer
+            .heard_of_changes(&self.config, self.last_world.as_ref())
+    }
+
     /// The VMs whose link is present and steered, with its ifindex.
     pub fn live_vms(&self) -> Vec<(String, u32)> {
         let Some(plan) = &self.last else {

@@ -150,10 +150,11 @@ impl Observer {
                 .filter(|(_, settled)| settled.contains(name))
                 .and_then(|(last, _)| last.namespaces.get(name));
             let kept = match (last, self.namespaces.get_mut(name)) {
-                (Some(seen @ Namespace::Seen { id, .. }), Some(ns))
+                (Some(seen @ Namespace::Seen { id, links }), Some(ns))
                     if ns.id == *id && NetnsId::of(name).is_ok_and(|now| now == *id) =>
                 {
-                    (!ns.links.heard_of_changes(&mut self.buf)).then(|| seen.clone())
+                    let concerns = vm_links(config, name, links);
+                    (!ns.links.heard_of_changes(&mut self.buf, &concerns)).then(|| seen.clone())
                 }
                 _ => None,
             };
@@ -175,6 +176,23 @@ impl Observer {
             "observed"
         );
         Ok(world)
+    }
+
+    /// Reads what link notifications wait in every VM namespace (which
+    /// makes the [`PollSet`] quiet again): did any announce a change to a
+    /// VM's link since `last` was seen? Tenants' other links (a VPN's
+    /// tun, a nested container's veth) come and go without a pass.
+    pub fn heard_of_changes(&mut self, config: &Config, last: Option<&World>) -> bool {
+        let mut heard = false;
+        for (name, ns) in &mut self.namespaces {
+            let seen = match last.and_then(|w| w.namespaces.get(name)) {
+                Some(Namespace::Seen { links, .. }) => links.as_slice(),
+                _ => &[],
+            };
+            let concerns = vm_links(config, name, seen);
+            heard |= ns.links.heard_of_changes(&mut self.buf, &concerns);
+        }
+        heard
     }
 
     /// The host's namespace only (no VM namespace looked into): what the
@@ -240,5 +258,70 @@ impl Observer {
                 Namespace::Unreachable(Arc::new(e))
             }
         }
+    }
+}
+
+/// Whether a link in namespace `name` is, or may become, a VM's link there:
+/// it has a VM's interface name or MAC, or has the ifindex of a link that
+/// had one when the namespace was last `seen` (renamed away, say).
+fn vm_links<'a>(config: &'a Config, name: &'a str, seen: &[Link]) -> impl Fn(&Link) -> bool + 'a {
+    let vms = move || {
+        config
+            .vms
+            .iter()
+            .filter(move |v| v.netns.as_deref() == Some(name))
+    };
+    let is_vms = move |l: &Link| {
+        vms().any(|v| {
+            v.interface.as_deref() == Some(l.name.as_str())
+                || v.mac.is_some_and(|m| l.mac == Some(m.0))
+        })
+    };
+    let indexes: Vec<u32> = seen.iter().filter(|l| is_vms(l)).map(|l| l.index).collect();
+    move |l: &Link| indexes.contains(&l.index) || is_vms(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str, mac: [u8; 6]) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            mac: Some(mac),
+            kind: Some("macvlan".into()),
+            lower: None,
+            macvlan_mode: None,
+            alias: None,
+            up: true,
+            allmulti: false,
+            ipv6: None,
+        }
+    }
+
+    #[test]
+    fn a_namespace_s_vm_links_are_known_by_name_mac_or_former_index() {
+        let config = Config::parse(
+            "uplink = \"enp9s0\"\n\
+             [[vm]]\nname = \"by-name\"\ninterface = \"eth0\"\nnetns = \"ctr1\"\naddresses = [\"203.0.113.165\"]\n\
+             [[vm]]\nname = \"by-mac\"\nmac = \"52:54:00:00:00:e6\"\nnetns = \"ctr1\"\naddresses = [\"203.0.113.166\"]\n\
+             [[vm]]\nname = \"elsewhere\"\ninterface = \"eth1\"\nnetns = \"ctr2\"\naddresses = [\"203.0.113.167\"]\n",
+        )
+        .unwrap();
+        let other = [0x52, 0x54, 0, 0, 0, 0x99];
+        let seen = [link(7, "eth0", other), link(8, "tun0", other)];
+        let concerns = vm_links(&config, "ctr1", &seen);
+        assert!(concerns(&link(30, "eth0", other)), "its name");
+        assert!(
+            concerns(&link(31, "mv1", [0x52, 0x54, 0, 0, 0, 0xe6])),
+            "its MAC"
+        );
+        assert!(concerns(&link(7, "renamed", other)), "eth0 as it was");
+        assert!(!concerns(&link(8, "tun0", other)), "a tenant's own link");
+        assert!(
+            !concerns(&link(32, "eth1", other)),
+            "another namespace's VM"
+        );
     }
 }

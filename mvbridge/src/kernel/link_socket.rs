@@ -90,15 +90,21 @@ impl LinkSocket {
         })
     }
 
-    /// Did the kernel announce a link change in the namespace since the
-    /// last dump began? Reads what notifications wait (a full queue that
-    /// lost some counts as a change).
-    pub fn heard_of_changes(&mut self, buf: &mut Vec<u8>) -> bool {
+    /// Did the kernel announce a change to a link that `concerns` us in
+    /// the namespace since the last dump began? Reads what notifications
+    /// wait: a link's own (a link as it is now, or as it was when it
+    /// went) is matched against `concerns`; a full queue that lost some,
+    /// or anything unreadable, counts as a change.
+    pub fn heard_of_changes(
+        &mut self,
+        buf: &mut Vec<u8>,
+        concerns: &dyn Fn(&Link) -> bool,
+    ) -> bool {
         loop {
             buf.clear();
             buf.reserve(BUFFER);
             match self.socket.recv(buf, libc::MSG_DONTWAIT) {
-                Ok(_) => self.news = true,
+                Ok(n) => self.news |= notifies(&buf[..n], concerns),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.news,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.news = true,
@@ -127,7 +133,7 @@ impl LinkSocket {
     /// One dump; EAGAIN when the kernel says links changed during it.
     fn dump(&mut self, buf: &mut Vec<u8>) -> io::Result<Vec<Link>> {
         // What was announced so far, this dump shows.
-        self.heard_of_changes(buf);
+        self.heard_of_changes(buf, &|_| false);
         self.news = false;
         self.seq = self.seq.wrapping_add(1).max(1);
         let mut request = LinkMessage::default();
@@ -158,6 +164,32 @@ impl LinkSocket {
             }
         }
     }
+}
+
+/// Does a batch of notifications announce a change to a link that
+/// `concerns` us? Anything but a link's own message is taken as one.
+fn notifies(mut batch: &[u8], concerns: &dyn Fn(&Link) -> bool) -> bool {
+    while !batch.is_empty() {
+        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(batch) else {
+            return true;
+        };
+        let len = msg.header.length as usize;
+        if len == 0 || len > batch.len() {
+            return true;
+        }
+        match msg.payload {
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m),
+            ) => {
+                if concerns(&Link::from_message(&m)) {
+                    return true;
+                }
+            }
+            _ => return true,
+        }
+        batch = batch.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    false
 }
 
 /// What one batch held.
@@ -270,6 +302,25 @@ mod tests {
             [(1, "lo"), (5, "eth0")],
             "the notification was taken"
         );
+    }
+
+    #[test]
+    fn only_notifications_about_links_that_concern_us_are_news() {
+        let eth0 = |l: &Link| l.name == "eth0";
+        let mut gone = link(5, "eth0");
+        gone[4..6].copy_from_slice(&libc::RTM_DELLINK.to_ne_bytes());
+        assert!(notifies(&[link(9, "dummy0"), gone].concat(), &eth0));
+        assert!(notifies(&link(5, "eth0"), &eth0));
+        assert!(!notifies(
+            &[link(9, "dummy0"), link(10, "tun0")].concat(),
+            &eth0
+        ));
+        // Anything else, or anything unreadable, is news.
+        let done = encode(NetlinkPayload::Done(DoneMessage::default()), 0);
+        assert!(notifies(&[link(9, "dummy0"), done].concat(), &eth0));
+        let whole = link(9, "dummy0");
+        assert!(notifies(&whole[..whole.len() - 4], &eth0));
+        assert!(!notifies(&[], &eth0));
     }
 
     #[test]
