@@ -123,9 +123,13 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
         .context("watching the VM namespaces' link notifications")?;
     let mut tick = tokio::time::interval(Duration::from_secs(config.resync_seconds));
     tick.tick().await;
+    // When the last pass for namespace notifications began; when the next
+    // is due (and when its notification came).
     let mut last_namespace_pass: Option<Instant> = None;
+    let mut namespace_pass: Option<(Instant, Instant)> = None;
 
     loop {
+        let due = namespace_pass.map(|(_, at)| at);
         tokio::select! {
             Some(_) = events.recv() => {
                 event_pass(&mut rec, &mut events, Instant::now(), &mut live).await;
@@ -136,15 +140,17 @@ pub async fn run(config_path: &Path, keep: bool) -> Result<ExitCode> {
                 // set quiet; any that come after make it readable again.
                 guard?.clear_ready();
                 if rec.heard_in_namespaces() {
-                    let since = last_namespace_pass.map(|t| t.elapsed());
-                    if let Some(wait) = since.and_then(|s| NAMESPACE_PASS_GAP.checked_sub(s)) {
-                        tokio::time::sleep(wait).await;
-                    }
-                    last_namespace_pass = Some(Instant::now());
-                    event_pass(&mut rec, &mut events, seen, &mut live).await;
+                    let earliest = last_namespace_pass.map_or(seen, |t| (t + NAMESPACE_PASS_GAP).max(seen));
+                    namespace_pass.get_or_insert((seen, earliest));
                 } else {
                     tracing::debug!("link notifications in VM namespaces, none about a VM's link");
                 }
+            }
+            _ = async { tokio::time::sleep_until(due.expect("guarded").into()).await }, if due.is_some() => {
+                let (seen, _) = namespace_pass.take().expect("guarded");
+                last_namespace_pass = Some(Instant::now());
+                tracing::debug!("a VM's link changed inside its namespace");
+                event_pass(&mut rec, &mut events, seen, &mut live).await;
             }
             _ = tick.tick() => {
                 pass(&mut rec, Pass::Full, Instant::now(), &mut live).await;

@@ -495,7 +495,7 @@ fn locate(vm: &Vm, world: &World, uplink: &Link, earlier: &[VmPlan]) -> VmState 
             ));
         }
         return unfit(format!(
-            "{} has ifindex {}, like the link of [[vm]] {:?}{}; mvbridge needs them distinct (move the link in again to get a new one)",
+            "{} has ifindex {}, like the link of [[vm]] {:?}{}; mvbridge needs them distinct (make the link in the host's namespace and move it in: the host numbers it apart from all others)",
             what(),
             link.index,
             other.name,

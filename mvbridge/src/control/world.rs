@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::OnceLock;
 
-use crate::config::Config;
+use crate::config::{Config, Vm};
 use crate::error::{Error, Result};
 use crate::kernel::link_socket::{self, LinkSocket};
 use crate::kernel::netlink::{Link, Neighbour, Netlink};
@@ -68,6 +68,25 @@ struct InNamespace {
     full: OnceLock<Netlink>,
 }
 
+impl InNamespace {
+    /// Was a change to a link that `concerns` us announced since the last
+    /// dump? The socket is read only when `readable` (`None`: any socket
+    /// may be) says it holds something: one syscall fewer per namespace
+    /// and pass.
+    fn heard(
+        &mut self,
+        buf: &mut Vec<u8>,
+        readable: Option<&[RawFd]>,
+        concerns: &dyn Fn(&Link) -> bool,
+    ) -> bool {
+        if readable.is_none_or(|fds| fds.contains(&self.links.as_fd().as_raw_fd())) {
+            self.links.heard_of_changes(buf, concerns)
+        } else {
+            self.links.has_news()
+        }
+    }
+}
+
 impl Observer {
     pub fn new(nl: Netlink) -> Observer {
         Observer {
@@ -81,9 +100,9 @@ impl Observer {
     /// An observer whose namespace sockets join `news`, which becomes
     /// readable when the kernel announces a link change in any of them:
     /// a link renamed, or set up, inside a container's namespace changes
-    /// nothing in the host's, and would wait for the periodic pass. Each
-    /// pass reads what waits on the sockets of the namespaces it covers,
-    /// which makes `news` quiet again.
+    /// nothing in the host's, and would wait for the periodic pass.
+    /// [`Observer::heard_of_changes`] and each pass read what waits on
+    /// the readable sockets, which makes `news` quiet again.
     pub fn listening(nl: Netlink, news: PollSet) -> Observer {
         Observer {
             news: Some(news),
@@ -141,20 +160,18 @@ impl Observer {
         let t0 = std::time::Instant::now();
         let mut world = self.observe_host(config).await?;
         let host_us = t0.elapsed().as_micros() as u64;
+        let by_netns = vms_by_netns(config);
+        let readable = self.readable();
         let mut looked = 0;
-        for name in config.vms.iter().filter_map(|v| v.netns.as_deref()) {
-            if world.namespaces.contains_key(name) {
-                continue;
-            }
-            let last = reuse
-                .filter(|(_, settled)| settled.contains(name))
-                .and_then(|(last, _)| last.namespaces.get(name));
-            let kept = match (last, self.namespaces.get_mut(name)) {
-                (Some(seen @ Namespace::Seen { id, links }), Some(ns))
-                    if ns.id == *id && NetnsId::of(name).is_ok_and(|now| now == *id) =>
+        for (&name, vms) in &by_netns {
+            let before = reuse.and_then(|(last, _)| last.namespaces.get(name));
+            let concerns = vm_links(vms, seen_links(before));
+            let settled = reuse.is_some_and(|(_, settled)| settled.contains(name));
+            let kept = match (before, self.namespaces.get_mut(name)) {
+                (Some(seen @ Namespace::Seen { id, .. }), Some(ns))
+                    if settled && ns.id == *id && NetnsId::of(name).is_ok_and(|now| now == *id) =>
                 {
-                    let concerns = vm_links(config, name, links);
-                    (!ns.links.heard_of_changes(&mut self.buf, &concerns)).then(|| seen.clone())
+                    (!ns.heard(&mut self.buf, readable.as_deref(), &concerns)).then(|| seen.clone())
                 }
                 _ => None,
             };
@@ -162,7 +179,7 @@ impl Observer {
                 Some(seen) => seen,
                 None => {
                     looked += 1;
-                    self.look_into(name).await
+                    self.look_into(name, &concerns)
                 }
             };
             world.namespaces.insert(name.to_owned(), seen);
@@ -178,21 +195,34 @@ impl Observer {
         Ok(world)
     }
 
-    /// Reads what link notifications wait in every VM namespace (which
-    /// makes the [`PollSet`] quiet again): did any announce a change to a
-    /// VM's link since `last` was seen? Tenants' other links (a VPN's
-    /// tun, a nested container's veth) come and go without a pass.
+    /// Reads the link notifications waiting in VM namespaces (which makes
+    /// the [`PollSet`] quiet again): did any announce a change to a VM's
+    /// link that no look has seen yet? Tenants' other links (a VPN's tun,
+    /// a nested container's veth) come and go without a pass.
     pub fn heard_of_changes(&mut self, config: &Config, last: Option<&World>) -> bool {
+        let readable = self.readable();
+        let by_netns = vms_by_netns(config);
         let mut heard = false;
         for (name, ns) in &mut self.namespaces {
-            let seen = match last.and_then(|w| w.namespaces.get(name)) {
-                Some(Namespace::Seen { links, .. }) => links.as_slice(),
-                _ => &[],
-            };
-            let concerns = vm_links(config, name, seen);
-            heard |= ns.links.heard_of_changes(&mut self.buf, &concerns);
+            let vms = by_netns.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+            let before = last.and_then(|w| w.namespaces.get(name));
+            let concerns = vm_links(vms, seen_links(before));
+            heard |= ns.heard(&mut self.buf, readable.as_deref(), &concerns);
         }
         heard
+    }
+
+    /// The namespace sockets holding notifications, by fd; `None`: any
+    /// may (the observer waits on no [`PollSet`], or cannot ask it).
+    fn readable(&self) -> Option<Vec<RawFd>> {
+        let set = self.news.as_ref()?;
+        match set.ready(self.namespaces.len()) {
+            Ok(fds) => Some(fds),
+            Err(e) => {
+                tracing::debug!("asking which namespace sockets are readable: {e}");
+                None
+            }
+        }
     }
 
     /// The host's namespace only (no VM namespace looked into): what the
@@ -214,7 +244,7 @@ impl Observer {
         })
     }
 
-    async fn look_into(&mut self, name: &str) -> Namespace {
+    fn look_into(&mut self, name: &str, concerns: &dyn Fn(&Link) -> bool) -> Namespace {
         let id = match NetnsId::of(name) {
             Ok(id) => id,
             Err(e) => {
@@ -251,7 +281,7 @@ impl Observer {
             }
         }
         let ns = self.namespaces.get_mut(name).expect("inserted above");
-        match ns.links.links(&mut self.buf) {
+        match ns.links.links(&mut self.buf, concerns) {
             Ok(links) => Namespace::Seen { id, links },
             Err(e) => {
                 self.namespaces.remove(name);
@@ -261,18 +291,33 @@ impl Observer {
     }
 }
 
-/// Whether a link in namespace `name` is, or may become, a VM's link there:
-/// it has a VM's interface name or MAC, or has the ifindex of a link that
-/// had one when the namespace was last `seen` (renamed away, say).
-fn vm_links<'a>(config: &'a Config, name: &'a str, seen: &[Link]) -> impl Fn(&Link) -> bool + 'a {
-    let vms = move || {
-        config
-            .vms
-            .iter()
-            .filter(move |v| v.netns.as_deref() == Some(name))
-    };
+/// The config's VMs by the namespace they live in (VMs in the host's
+/// namespace left out).
+fn vms_by_netns(config: &Config) -> BTreeMap<&str, Vec<&Vm>> {
+    let mut by = BTreeMap::<&str, Vec<&Vm>>::new();
+    for vm in &config.vms {
+        if let Some(ns) = vm.netns.as_deref() {
+            by.entry(ns).or_default().push(vm);
+        }
+    }
+    by
+}
+
+/// The links a namespace's last look saw (none if it saw none).
+fn seen_links(before: Option<&Namespace>) -> &[Link] {
+    match before {
+        Some(Namespace::Seen { links, .. }) => links,
+        _ => &[],
+    }
+}
+
+/// Whether a link in a namespace is, or may become, the link of one of
+/// `vms` (the namespace's): it has a VM's interface name or MAC, or has
+/// the ifindex of a link that had one when the namespace was last `seen`
+/// (renamed away, say).
+fn vm_links<'a>(vms: &'a [&'a Vm], seen: &[Link]) -> impl Fn(&Link) -> bool + 'a {
     let is_vms = move |l: &Link| {
-        vms().any(|v| {
+        vms.iter().any(|v| {
             v.interface.as_deref() == Some(l.name.as_str())
                 || v.mac.is_some_and(|m| l.mac == Some(m.0))
         })
@@ -311,7 +356,8 @@ mod tests {
         .unwrap();
         let other = [0x52, 0x54, 0, 0, 0, 0x99];
         let seen = [link(7, "eth0", other), link(8, "tun0", other)];
-        let concerns = vm_links(&config, "ctr1", &seen);
+        let by_netns = vms_by_netns(&config);
+        let concerns = vm_links(&by_netns["ctr1"], &seen);
         assert!(concerns(&link(30, "eth0", other)), "its name");
         assert!(
             concerns(&link(31, "mv1", [0x52, 0x54, 0, 0, 0, 0xe6])),

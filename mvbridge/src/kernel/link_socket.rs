@@ -36,7 +36,8 @@ pub struct LinkSocket {
     socket: Socket,
     netns: String,
     seq: u32,
-    /// A link notification came that the last dump may not reflect.
+    /// A notification about a link of concern came that the last dump
+    /// may not reflect: sticky until the next dump.
     news: bool,
 }
 
@@ -108,16 +109,31 @@ impl LinkSocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.news,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.news = true,
-                Err(_) => return true,
+                // Until a dump, whatever it missed may have been news.
+                Err(_) => {
+                    self.news = true;
+                    return true;
+                }
             }
         }
     }
 
-    /// The namespace's links, without counters. `buf` is scratch space.
-    pub fn links(&mut self, buf: &mut Vec<u8>) -> Result<Vec<Link>> {
+    /// Was news heard that no dump has answered yet? (Reads nothing.)
+    pub fn has_news(&self) -> bool {
+        self.news
+    }
+
+    /// The namespace's links, without counters. `buf` is scratch space;
+    /// notifications that come with the dump, about links that `concerns`
+    /// us, are news for the next [`LinkSocket::heard_of_changes`].
+    pub fn links(
+        &mut self,
+        buf: &mut Vec<u8>,
+        concerns: &dyn Fn(&Link) -> bool,
+    ) -> Result<Vec<Link>> {
         let mut tries = 1;
         loop {
-            match self.dump(buf) {
+            match self.dump(buf, concerns) {
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < DUMP_TRIES => {
                     tries += 1;
                 }
@@ -131,7 +147,11 @@ impl LinkSocket {
     }
 
     /// One dump; EAGAIN when the kernel says links changed during it.
-    fn dump(&mut self, buf: &mut Vec<u8>) -> io::Result<Vec<Link>> {
+    fn dump(
+        &mut self,
+        buf: &mut Vec<u8>,
+        concerns: &dyn Fn(&Link) -> bool,
+    ) -> io::Result<Vec<Link>> {
         // What was announced so far, this dump shows.
         self.heard_of_changes(buf, &|_| false);
         self.news = false;
@@ -156,9 +176,9 @@ impl LinkSocket {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let batch = read_batch(&buf[..n], self.seq, &mut links)?;
+            let batch = read_batch(&buf[..n], self.seq, &mut links, concerns)?;
             // A change announced while the dump ran may be missing from it.
-            self.news |= batch.others;
+            self.news |= batch.news;
             if batch.done {
                 return Ok(links);
             }
@@ -167,29 +187,32 @@ impl LinkSocket {
 }
 
 /// Does a batch of notifications announce a change to a link that
-/// `concerns` us? Anything but a link's own message is taken as one.
+/// `concerns` us? Anything unreadable is taken as one.
 fn notifies(mut batch: &[u8], concerns: &dyn Fn(&Link) -> bool) -> bool {
     while !batch.is_empty() {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(batch) else {
             return true;
         };
         let len = msg.header.length as usize;
-        if len == 0 || len > batch.len() {
+        if len == 0 || len > batch.len() || is_news(msg.payload, concerns) {
             return true;
-        }
-        match msg.payload {
-            NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m),
-            ) => {
-                if concerns(&Link::from_message(&m)) {
-                    return true;
-                }
-            }
-            _ => return true,
         }
         batch = batch.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
     false
+}
+
+/// A message that is not a reply to our dump: a link's own notification
+/// (a link as it is now, or as it was when it went) is news if it
+/// `concerns` us; anything else (a reply to an earlier request that timed
+/// out) is taken as news.
+fn is_news(payload: NetlinkPayload<RouteNetlinkMessage>, concerns: &dyn Fn(&Link) -> bool) -> bool {
+    match payload {
+        NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m),
+        ) => concerns(&Link::from_message(&m)),
+        _ => true,
+    }
 }
 
 /// What one batch held.
@@ -197,15 +220,19 @@ fn notifies(mut batch: &[u8], concerns: &dyn Fn(&Link) -> bool) -> bool {
 struct Batch {
     /// The dump is complete.
     done: bool,
-    /// Messages that were not the dump's: notifications, or replies to an
-    /// earlier request (one that timed out).
-    others: bool,
+    /// Messages that were not the dump's and are news (see [`is_news`]).
+    news: bool,
 }
 
 /// Reads one batch of a dump answering request `seq` into `links`. A dump
 /// the kernel marks inconsistent is EAGAIN; one that ends in an error is
 /// that error.
-fn read_batch(mut batch: &[u8], seq: u32, links: &mut Vec<Link>) -> io::Result<Batch> {
+fn read_batch(
+    mut batch: &[u8],
+    seq: u32,
+    links: &mut Vec<Link>,
+    concerns: &dyn Fn(&Link) -> bool,
+) -> io::Result<Batch> {
     let mut out = Batch::default();
     while !batch.is_empty() {
         let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(batch)
@@ -218,7 +245,7 @@ fn read_batch(mut batch: &[u8], seq: u32, links: &mut Vec<Link>) -> io::Result<B
             ));
         }
         if msg.header.sequence_number != seq {
-            out.others = true;
+            out.news |= is_news(msg.payload, concerns);
         } else if msg.header.flags & NLM_F_DUMP_INTR != 0 {
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         } else {
@@ -278,7 +305,7 @@ mod tests {
     fn a_dump_reads_across_batches_and_ends_at_done() {
         let mut links = Vec::new();
         let first = [link(1, "lo"), link(5, "eth0")].concat();
-        let b = read_batch(&first, 7, &mut links).unwrap();
+        let b = read_batch(&first, 7, &mut links, &|_| true).unwrap();
         assert_eq!(b, Batch::default());
         // A notification (sequence 0) in the middle of the dump.
         let mut news = link(9, "new");
@@ -288,12 +315,21 @@ mod tests {
             encode(NetlinkPayload::Done(DoneMessage::default()), 7),
         ]
         .concat();
-        let b = read_batch(&second, 7, &mut links).unwrap();
+        let b = read_batch(&second, 7, &mut links, &|l| l.name == "new").unwrap();
         assert_eq!(
             b,
             Batch {
                 done: true,
-                others: true
+                news: true
+            }
+        );
+        // The same notification about a link of no concern is no news.
+        let b = read_batch(&second, 7, &mut Vec::new(), &|_| false).unwrap();
+        assert_eq!(
+            b,
+            Batch {
+                done: true,
+                news: false
             }
         );
         let names: Vec<(u32, &str)> = links.iter().map(|l| (l.index, l.name.as_str())).collect();
@@ -327,19 +363,30 @@ mod tests {
     fn kernel_errors_interrupted_dumps_and_cut_messages_are_errors() {
         let mut e = ErrorMessage::default();
         e.code = std::num::NonZeroI32::new(-libc::EPERM);
-        let err = read_batch(&encode(NetlinkPayload::Error(e), 7), 7, &mut Vec::new()).unwrap_err();
+        let err = read_batch(
+            &encode(NetlinkPayload::Error(e), 7),
+            7,
+            &mut Vec::new(),
+            &|_| true,
+        )
+        .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
         let mut done = DoneMessage::default();
         done.code = -libc::ENOBUFS;
-        let err =
-            read_batch(&encode(NetlinkPayload::Done(done), 7), 7, &mut Vec::new()).unwrap_err();
+        let err = read_batch(
+            &encode(NetlinkPayload::Done(done), 7),
+            7,
+            &mut Vec::new(),
+            &|_| true,
+        )
+        .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS));
         let mut torn = link(1, "lo");
         torn[6..8].copy_from_slice(&NLM_F_DUMP_INTR.to_ne_bytes());
-        let err = read_batch(&torn, 7, &mut Vec::new()).unwrap_err();
+        let err = read_batch(&torn, 7, &mut Vec::new(), &|_| true).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
         let whole = link(1, "lo");
-        assert!(read_batch(&whole[..whole.len() - 4], 7, &mut Vec::new()).is_err());
-        assert!(read_batch(&[0u8; 3], 7, &mut Vec::new()).is_err());
+        assert!(read_batch(&whole[..whole.len() - 4], 7, &mut Vec::new(), &|_| true).is_err());
+        assert!(read_batch(&[0u8; 3], 7, &mut Vec::new(), &|_| true).is_err());
     }
 }

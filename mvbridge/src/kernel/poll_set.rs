@@ -43,6 +43,32 @@ impl PollSet {
         Ok(())
     }
 
+    /// The members readable now, of at most `members` (does not wait).
+    pub fn ready(&self, members: usize) -> io::Result<Vec<RawFd>> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; members.max(1)];
+        loop {
+            // SAFETY: room for `events.len()` events.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.0.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    0,
+                )
+            };
+            if n >= 0 {
+                return Ok(events[..n as usize]
+                    .iter()
+                    .map(|e| e.u64 as RawFd)
+                    .collect());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     /// Is any member readable now? (Does not wait.)
     #[cfg(test)]
     pub fn any_ready(&self) -> io::Result<bool> {
@@ -91,6 +117,23 @@ mod tests {
         assert!(set.any_ready().unwrap());
         drop(b);
         assert!(!set.any_ready().unwrap(), "a closed member left the set");
+    }
+
+    #[test]
+    fn says_which_members_are_readable() {
+        let set = PollSet::new().unwrap();
+        let pairs: Vec<_> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
+        for (_, b) in &pairs {
+            set.add(b.as_fd()).unwrap();
+        }
+        assert!(set.ready(3).unwrap().is_empty());
+        (&pairs[0].0).write_all(b"x").unwrap();
+        (&pairs[2].0).write_all(b"x").unwrap();
+        let mut ready = set.ready(3).unwrap();
+        ready.sort();
+        let mut want = vec![pairs[0].1.as_raw_fd(), pairs[2].1.as_raw_fd()];
+        want.sort();
+        assert_eq!(ready, want);
     }
 
     #[test]
