@@ -8,7 +8,7 @@
 //! hooks are not called for hot-plug or metadata edits, run inside
 //! libvirt's start of a VM (a slow or failing hook delays or kills it),
 //! and need libvirtd reloaded when installed. Events come on a connection
-//! of libvirt's own, loaded at run time ([`ffi`]); a thread of ours turns
+//! of libvirt's own, loaded at run time (`ffi`); a thread of ours turns
 //! them into fresh looks at the domains ([`watch`]); the daemon keeps what
 //! it learnt ([`follow`]) and writes it down ([`state`]) for `status`,
 //! `check` ([`view`]) and its own next start, so a libvirt that went away
