@@ -33,6 +33,19 @@ fn started_with_resync(lab: &Lab, seconds: u64) -> (Daemon, std::path::PathBuf) 
     )
 }
 
+/// Kernel guest `key` and the host reach each other, and `status` calls
+/// it live (`when`: for the messages).
+fn live_both_ways(lab: &Lab, path: &std::path::Path, key: &str, when: &str) {
+    let addr = lab.spec(key).addr;
+    assert!(
+        mvbridge_tests::traffic::ping_retry(&lab.host, addr, 3),
+        "host -> {key} {when}"
+    );
+    assert!(ping(lab.guest(key), HOST), "{key} {when} -> host");
+    let status = daemon::running_status(&lab.host, path).unwrap();
+    assert_eq!(daemon::vm_row(&status, key)["state"], "live", "{status}");
+}
+
 #[test]
 fn kernel_guests_are_reached_through_the_shim_and_nothing_leaks() {
     let mut lab = lab_with_kernel_guests();
@@ -131,13 +144,7 @@ fn a_container_restarted_under_the_same_name_is_followed_into_its_new_namespace(
     daemon
         .wait_for_another_log(&ready, seen, std::time::Duration::from_secs(5))
         .unwrap();
-    assert!(
-        mvbridge_tests::traffic::ping_retry(&lab.host, k.addr, 3),
-        "host -> k in its new namespace"
-    );
-    assert!(ping(lab.guest("k"), HOST), "k in its new namespace -> host");
-    let status = daemon::running_status(&lab.host, &path).unwrap();
-    assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
+    live_both_ways(&lab, &path, "k", "in its new namespace");
 }
 
 #[test]
@@ -182,13 +189,7 @@ fn a_guest_link_replaced_inside_its_namespace_is_followed_at_once() {
     lab.name_kernel_guest("k", &tmp).unwrap();
     daemon.wait_for_another_log(&ready, seen, patience).unwrap();
     mvbridge_tests::lab::stock_config(lab.guest("k"), &k).unwrap();
-    assert!(
-        mvbridge_tests::traffic::ping_retry(&lab.host, k.addr, 3),
-        "host -> k on its new link"
-    );
-    assert!(ping(lab.guest("k"), HOST), "k on its new link -> host");
-    let status = daemon::running_status(&lab.host, &path).unwrap();
-    assert_eq!(daemon::vm_row(&status, "k")["state"], "live", "{status}");
+    live_both_ways(&lab, &path, "k", "on its new link");
 }
 
 #[test]
@@ -256,10 +257,6 @@ fn two_containers_numbering_their_links_alike_are_not_confused() {
     // entry for the ifindex would have judged one of them as the other):
     // it reaches the host both ways. (j, a /32 guest, still reaches the
     // host the way it did before mvbridge: through the provider's router.)
-    assert!(
-        mvbridge_tests::traffic::ping_retry(&lab.host, k.addr, 3),
-        "host -> k"
-    );
-    assert!(ping(lab.guest("k"), HOST), "k -> host");
+    live_both_ways(&lab, &path, "k", "numbered like j");
     assert!(ping(lab.guest("k"), HOST6), "k -> host (IPv6)");
 }

@@ -535,6 +535,26 @@ mod tests {
         }
     }
 
+    /// A container's bridge-mode macvlan on the uplink, the only link of
+    /// namespace `ns` (seen as inode `ino`), named eth0 there.
+    fn in_netns(w: &mut World, ns: &str, ino: u64, index: u32, last: u8) -> Link {
+        let eth0 = link(
+            index,
+            "eth0",
+            Some("macvlan"),
+            [0x52, 0x54, 0, 0, 0, last],
+            Some(2),
+        );
+        w.namespaces.insert(
+            ns.into(),
+            Namespace::Seen {
+                id: NetnsId { dev: 4, ino },
+                links: vec![eth0.clone()],
+            },
+        );
+        eth0
+    }
+
     fn macvtap(index: u32, name: &str, last: u8) -> Link {
         link(
             index,
@@ -745,21 +765,7 @@ mod tests {
         // A host link named eth0 is not the container's.
         let host_eth0 = link(9, "eth0", Some("veth"), [2, 0, 0, 0, 0, 9], None);
         let mut w = world(vec![host_eth0]);
-        let mut theirs = link(
-            30,
-            "eth0",
-            Some("macvlan"),
-            [0x52, 0x54, 0, 0, 0, 0xe5],
-            Some(2),
-        );
-        theirs.macvlan_mode = Some(MacVlanMode::Bridge);
-        w.namespaces.insert(
-            "ctr1".into(),
-            Namespace::Seen {
-                id: NetnsId { dev: 4, ino: 1 },
-                links: vec![theirs.clone()],
-            },
-        );
+        let theirs = in_netns(&mut w, "ctr1", 1, 30, 0xe5);
         let p = plan(&c, &w, &Learnt::default()).unwrap();
         assert_eq!(state(&p, "x"), VmState::Live(theirs.clone()));
         assert!(p.all_problems().is_empty(), "{:?}", p.all_problems());
@@ -775,15 +781,7 @@ mod tests {
         assert!(p.settled_namespaces().is_empty());
 
         // Its ifindex colliding with a host link's: unfit, said so.
-        let mut clash = theirs;
-        clash.index = 9;
-        w.namespaces.insert(
-            "ctr1".into(),
-            Namespace::Seen {
-                id: NetnsId { dev: 4, ino: 2 },
-                links: vec![clash],
-            },
-        );
+        in_netns(&mut w, "ctr1", 2, 9, 0xe5);
         let p = plan(&c, &w, &Learnt::default()).unwrap();
         assert!(
             matches!(state(&p, "x"), VmState::Unfit { reason } if reason.contains("has ifindex 9, like the host's eth0"))
@@ -811,26 +809,8 @@ mod tests {
             ),
         ));
         let mut w = world(vec![]);
-        for (ns, index, last) in [("ctr1", 30, 0xe5), ("ctr2", 31, 0xe6)] {
-            let mut eth0 = link(
-                index,
-                "eth0",
-                Some("macvlan"),
-                [0x52, 0x54, 0, 0, 0, last],
-                Some(2),
-            );
-            eth0.macvlan_mode = Some(MacVlanMode::Bridge);
-            w.namespaces.insert(
-                ns.into(),
-                Namespace::Seen {
-                    id: NetnsId {
-                        dev: 4,
-                        ino: index.into(),
-                    },
-                    links: vec![eth0],
-                },
-            );
-        }
+        in_netns(&mut w, "ctr1", 1, 30, 0xe5);
+        in_netns(&mut w, "ctr2", 2, 31, 0xe6);
         let p = plan(&c, &w, &Learnt::default()).unwrap();
         assert_eq!(state(&p, "y"), VmState::Absent);
         assert_eq!(p.settled_namespaces(), BTreeSet::from(["ctr2".to_owned()]));
@@ -855,23 +835,8 @@ mod tests {
             ),
         ));
         let mut w = world(vec![]);
-        for (ns, ino, last) in [("ctr1", 1, 0xe5), ("ctr2", 2, 0xe7)] {
-            let mut eth0 = link(
-                40,
-                "eth0",
-                Some("macvlan"),
-                [0x52, 0x54, 0, 0, 0, last],
-                Some(2),
-            );
-            eth0.macvlan_mode = Some(MacVlanMode::Bridge);
-            w.namespaces.insert(
-                ns.into(),
-                Namespace::Seen {
-                    id: NetnsId { dev: 4, ino },
-                    links: vec![eth0],
-                },
-            );
-        }
+        in_netns(&mut w, "ctr1", 1, 40, 0xe5);
+        in_netns(&mut w, "ctr2", 2, 40, 0xe7);
         let p = plan(&c, &w, &Learnt::default()).unwrap();
         assert!(matches!(state(&p, "x"), VmState::Live(_)));
         let VmState::Unfit { reason } = state(&p, "z") else {

@@ -335,13 +335,7 @@ mod tests {
             index,
             name: name.into(),
             mac: Some(mac),
-            kind: Some("macvlan".into()),
-            lower: None,
-            macvlan_mode: None,
-            alias: None,
-            up: true,
-            allmulti: false,
-            ipv6: None,
+            ..Link::default()
         }
     }
 

@@ -301,6 +301,11 @@ mod tests {
         )
     }
 
+    /// One batch of a dump with sequence 7, links thrown away.
+    fn read_alone(batch: &[u8]) -> io::Result<Batch> {
+        read_batch(batch, 7, &mut Vec::new(), &|_| true)
+    }
+
     #[test]
     fn a_dump_reads_across_batches_and_ends_at_done() {
         let mut links = Vec::new();
@@ -363,30 +368,18 @@ mod tests {
     fn kernel_errors_interrupted_dumps_and_cut_messages_are_errors() {
         let mut e = ErrorMessage::default();
         e.code = std::num::NonZeroI32::new(-libc::EPERM);
-        let err = read_batch(
-            &encode(NetlinkPayload::Error(e), 7),
-            7,
-            &mut Vec::new(),
-            &|_| true,
-        )
-        .unwrap_err();
+        let err = read_alone(&encode(NetlinkPayload::Error(e), 7)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
         let mut done = DoneMessage::default();
         done.code = -libc::ENOBUFS;
-        let err = read_batch(
-            &encode(NetlinkPayload::Done(done), 7),
-            7,
-            &mut Vec::new(),
-            &|_| true,
-        )
-        .unwrap_err();
+        let err = read_alone(&encode(NetlinkPayload::Done(done), 7)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS));
         let mut torn = link(1, "lo");
         torn[6..8].copy_from_slice(&NLM_F_DUMP_INTR.to_ne_bytes());
-        let err = read_batch(&torn, 7, &mut Vec::new(), &|_| true).unwrap_err();
+        let err = read_alone(&torn).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
         let whole = link(1, "lo");
-        assert!(read_batch(&whole[..whole.len() - 4], 7, &mut Vec::new(), &|_| true).is_err());
-        assert!(read_batch(&[0u8; 3], 7, &mut Vec::new(), &|_| true).is_err());
+        assert!(read_alone(&whole[..whole.len() - 4]).is_err());
+        assert!(read_alone(&[0u8; 3]).is_err());
     }
 }

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 pub type Mac = [u8; 6];
 
 /// The attributes of a link mvbridge cares about.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
     pub name: String,
